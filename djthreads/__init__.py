@@ -1,0 +1,24 @@
+"""djthreads: run I/O-bound Django work in threads that close their connections.
+
+Public API: DjangoThread, run_async, submit, get_executor, wait_for_tasks,
+DjangoExecutor and the exceptions. Signals live in ``djthreads.signals``.
+"""
+
+from __future__ import annotations
+
+from djthreads._default import get_executor, wait_for_tasks
+from djthreads.decorators import run_async, submit
+from djthreads.exceptions import DjThreadsError, QueueFullError
+from djthreads.executor import DjangoExecutor
+from djthreads.threads import DjangoThread
+
+__all__ = [
+    "DjThreadsError",
+    "DjangoExecutor",
+    "DjangoThread",
+    "QueueFullError",
+    "get_executor",
+    "run_async",
+    "submit",
+    "wait_for_tasks",
+]

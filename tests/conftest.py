@@ -1,0 +1,87 @@
+"""Fixtures shared by the suite: gc control and server-side connection counts."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+import djthreads
+
+
+@pytest.fixture(autouse=True)
+def _drain_default_pool() -> Iterator[None]:
+    """Keep tests independent: no task of one test runs into the next."""
+    yield
+    djthreads.wait_for_tasks(timeout=20)
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Disable the garbage collector, so a leak test proves closing, not collection."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def application_name() -> str:
+    options = cast(dict[str, Any], settings.DATABASES["default"].get("OPTIONS", {}))
+    return str(options["application_name"])
+
+
+def uses_pool() -> bool:
+    return "pool" in settings.DATABASES["default"].get("OPTIONS", {})
+
+
+def held_connections() -> int:
+    """Count database connections held by threads other than the caller.
+
+    PostgreSQL: server-side backends with the suite's application_name
+    (pg_stat_activity), or, on Django's psycopg 3 pool, the pool slots checked
+    out by other threads. Runs one query on the calling thread's connection.
+    """
+    if connection.vendor != "postgresql":
+        raise RuntimeError("held_connections() needs PostgreSQL")
+    if uses_pool():
+        stats = connection.pool.get_stats()  # type: ignore[attr-defined]
+        mine = 0 if connection.connection is None else 1
+        return int(stats["pool_size"] - stats["pool_available"]) - mine
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND pid <> pg_backend_pid()",
+            [application_name()],
+        )
+        row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+postgres_only = pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    reason="counts server-side connections on PostgreSQL; the PostgreSQL runs cover it",
+)
+
+
+def settled_connections(expected: int = 0, timeout: float = 15.0) -> int:
+    """Return held_connections() once it equals ``expected``, or its last value.
+
+    A backend whose client closed its connection leaves pg_stat_activity a
+    moment later, and the server sends no event for it, so the count is
+    polled until it settles; a leaked connection never settles and fails.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        count = held_connections()
+        if count == expected or time.monotonic() > deadline:
+            return count
+        threading.Event().wait(0.02)

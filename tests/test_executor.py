@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import djthreads
+from djthreads import DjangoExecutor, QueueFullError
+from tests import tasks
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def executor() -> Iterator[DjangoExecutor]:
+    pool = DjangoExecutor(2, 1, on_full="raise", thread_name_prefix="unit")
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True, timeout=10)
+
+
+def test_runs_tasks_in_named_daemon_workers(executor: DjangoExecutor) -> None:
+    name = executor.submit(tasks.thread_name).result(10)
+    assert name.startswith("unit_")
+    assert executor.submit(tasks.add, 1, 2).result(10) == 3
+
+
+def test_bounded_workers_and_queue_raise_when_full(executor: DjangoExecutor) -> None:
+    release = threading.Event()
+    running = [executor.submit(tasks.wait_for, release) for _ in range(2)]
+    queued = executor.submit(tasks.noop)
+    with pytest.raises(QueueFullError, match=r"2 tasks running, 1 waiting.*MAX_QUEUE"):
+        executor.submit(tasks.noop)
+    assert isinstance(QueueFullError("x"), RuntimeError)
+    release.set()
+    assert [f.result(10) for f in running] == [True, True]
+    assert queued.result(10) is None
+    # Slots are released: the pool takes work again.
+    assert executor.submit(tasks.add, 2, 2).result(10) == 4
+
+
+def test_block_waits_for_a_slot() -> None:
+    pool = DjangoExecutor(1, 0, on_full="block")
+    try:
+        release = threading.Event()
+        first = pool.submit(tasks.wait_for, release)
+        submitted = threading.Event()
+        second: list[concurrent.futures.Future[int]] = []
+
+        def submit_second() -> None:
+            second.append(pool.submit(tasks.add, 1, 1))
+            submitted.set()
+
+        submitter = threading.Thread(target=submit_second)
+        submitter.start()
+        assert not submitted.wait(0.2)  # blocked: no slot
+        release.set()
+        assert submitted.wait(10)
+        submitter.join(10)
+        assert first.result(10) is True
+        assert second[0].result(10) == 2
+    finally:
+        pool.shutdown(timeout=10)
+
+
+def test_nested_submit_in_full_pool_runs_inline() -> None:
+    pool = DjangoExecutor(1, 0, on_full="block")
+
+    def outer() -> tuple[int, str, str]:
+        inner = pool.submit(tasks.thread_name)
+        return inner.result(10) is not None, threading.current_thread().name, inner.result(10)
+
+    try:
+        ok, outer_thread, inner_thread = pool.submit(outer).result(10)
+    finally:
+        pool.shutdown(timeout=10)
+    assert ok
+    assert inner_thread == outer_thread
+
+
+def test_exception_is_set_and_logged(
+    executor: DjangoExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="djthreads"):
+        future = executor.submit(tasks.fail, "bad input")
+        with pytest.raises(ValueError, match="bad input"):
+            future.result(10)
+    records = [r for r in caplog.records if "tests.tasks.fail" in r.getMessage()]
+    assert len(records) == 1
+    assert records[0].exc_info is not None
+
+
+def test_invalid_arguments_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="max_workers must be a positive integer, got 0"):
+        DjangoExecutor(0)
+    with pytest.raises(ValueError, match="max_queue must be an integer >= 0, got -1"):
+        DjangoExecutor(1, -1)
+    with pytest.raises(ValueError, match="on_full must be 'block' or 'raise'"):
+        DjangoExecutor(1, 1, on_full="drop")  # type: ignore[arg-type]
+
+
+def test_submit_after_shutdown_raises() -> None:
+    pool = DjangoExecutor(1, 1)
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        pool.submit(tasks.noop)
+
+
+def test_shutdown_finishes_queued_tasks() -> None:
+    pool = DjangoExecutor(1, 10)
+    release = threading.Event()
+    first = pool.submit(tasks.wait_for, release)
+    rest = [pool.submit(tasks.add, i, 0) for i in range(5)]
+    release.set()
+    pool.shutdown(wait=True)
+    assert first.result(0) is True
+    assert [f.result(0) for f in rest] == list(range(5))
+
+
+def test_shutdown_timeout_cancels_queued_and_names_stuck(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = DjangoExecutor(1, 10)
+    stuck = threading.Event()
+    running = pool.submit(tasks.wait_for, stuck, 30)
+    queued = pool.submit(tasks.noop)
+    with caplog.at_level(logging.WARNING, logger="djthreads"):
+        pool.shutdown(wait=True, timeout=0.2)
+    assert queued.cancelled()
+    message = "\n".join(r.getMessage() for r in caplog.records)
+    assert "tests.tasks.wait_for" in message
+    assert "tests.tasks.noop" in message
+    stuck.set()
+    assert running.result(10) is True
+
+
+def test_cancel_futures() -> None:
+    pool = DjangoExecutor(1, 10)
+    release = threading.Event()
+    first = pool.submit(tasks.wait_for, release)
+    queued = [pool.submit(tasks.noop) for _ in range(3)]
+    pool.shutdown(wait=False, cancel_futures=True)
+    release.set()
+    assert first.result(10) is True
+    assert all(f.cancelled() for f in queued)
+
+
+def test_wait_for_tasks_times_out_naming_tasks() -> None:
+    pool = DjangoExecutor(2, 2)
+    release = threading.Event()
+    try:
+        pool.submit(tasks.wait_for, release)
+        with pytest.raises(TimeoutError, match="tests.tasks.wait_for"):
+            pool.wait_for_tasks(timeout=0.1)
+        release.set()
+        pool.wait_for_tasks(timeout=10)
+        assert pool.pending() == []
+    finally:
+        release.set()
+        pool.shutdown(timeout=10)
+
+
+def _child_uses_default_pool(conn: multiprocessing.connection.Connection) -> None:
+    try:
+        result = djthreads.submit(tasks.add, 20, 22).result(10)
+        conn.send(("ok", result, os.getpid()))
+    except BaseException as exc:
+        conn.send(("error", repr(exc), os.getpid()))
+    conn.close()
+
+
+def _child_uses_explicit_pool(
+    pool: DjangoExecutor, conn: multiprocessing.connection.Connection
+) -> None:
+    try:
+        pool.submit(tasks.noop)
+        conn.send("no error")
+    except RuntimeError as exc:
+        conn.send(str(exc))
+    conn.close()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads running
+def test_after_fork_child_gets_a_fresh_default_pool() -> None:
+    assert djthreads.submit(tasks.add, 1, 1).result(10) == 2  # parent pool exists
+    ctx = multiprocessing.get_context("fork")
+    parent_conn, child_conn = ctx.Pipe()
+    child = ctx.Process(target=_child_uses_default_pool, args=(child_conn,))
+    child.start()
+    assert parent_conn.poll(20)
+    status, value, pid = parent_conn.recv()
+    child.join(20)
+    assert (status, value) == ("ok", 42)
+    assert pid != os.getpid()
+    assert child.exitcode == 0
+    # The parent's pool keeps working.
+    assert djthreads.submit(tasks.add, 2, 2).result(10) == 4
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_explicit_pool_refuses_use_after_fork(executor: DjangoExecutor) -> None:
+    executor.submit(tasks.noop).result(10)
+    ctx = multiprocessing.get_context("fork")
+    parent_conn, child_conn = ctx.Pipe()
+    child = ctx.Process(target=_child_uses_explicit_pool, args=(executor, child_conn))
+    child.start()
+    assert parent_conn.poll(20)
+    message = parent_conn.recv()
+    child.join(20)
+    assert "cannot be used after os.fork()" in message
