@@ -24,9 +24,11 @@ def _hygienic(run: Callable[[DjangoThread], Any]) -> Callable[[DjangoThread], No
 
     @functools.wraps(run)
     def wrapper(self: DjangoThread) -> None:
-        if in_task():
+        if in_task() or threading.current_thread() is not self:
             # A subclass's run() calling super().run(): the outer call owns
-            # the context, the outcome and the connection cleanup.
+            # the context, the outcome and the connection cleanup. Or run()
+            # called directly, as Process.run() may be: the caller's thread is
+            # not ours, so its connections are not ours to close.
             run(self)
             return
         carried = self._carried if self._carried is not None else capture()

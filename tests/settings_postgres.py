@@ -24,6 +24,16 @@ def postgres(**options: Any) -> dict[str, dict[str, Any]]:
             "OPTIONS": {"application_name": f"djthreads-tests-{RUN_NAME}", **options},
             "TEST": {"NAME": f"test_{RUN_NAME}"},
         },
+        # A second alias on the same database, for run_async(using=...); no pool.
+        "other": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": RUN_NAME,
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "OPTIONS": {"application_name": f"djthreads-tests-{RUN_NAME}-other"},
+            "TEST": {"MIRROR": "default"},
+        },
     }
 
 

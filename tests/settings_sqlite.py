@@ -19,3 +19,5 @@ DATABASES: dict[str, dict[str, Any]] = {
         "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"test_{RUN_NAME}.sqlite3")},
     },
 }
+# A second alias on the same database, for run_async(using=...).
+DATABASES["other"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}

@@ -3,9 +3,10 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from typing import Any
+from typing import Any, assert_type
 
 import pytest
+from django.db import connections
 from django.test import override_settings
 from django.utils import translation
 
@@ -186,3 +187,28 @@ def test_wait_for_tasks_waits_and_times_out() -> None:
 def test_get_executor_is_process_wide_and_lazy() -> None:
     assert djthreads.get_executor() is djthreads.get_executor()
     assert djthreads.get_executor().max_workers == 8
+
+
+def test_static_types_follow_the_function() -> None:
+    # Checked by mypy --strict on this file: the wrapper keeps the parameters
+    # (ParamSpec) and returns Future[R].
+    assert_type(double(2), concurrent.futures.Future[int])
+    assert_type(triple(3), concurrent.futures.Future[int])
+    # With the parameters lost this ignore would be unused, an error under --strict.
+    double("x").result(10)  # type: ignore[arg-type]
+    assert_type(submit(tasks.add, 1, 2), concurrent.futures.Future[int])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pool_task_closes_its_connection() -> None:
+    def work() -> tuple[Any, bool]:
+        tasks.select_one()
+        wrapper = connections["default"]
+        return wrapper, wrapper.connection is not None
+
+    wrapper, open_during = submit(work).result(10)
+    assert open_during is True
+    # Closed in the worker's finally, before the next task: no wait needed
+    # beyond the pool draining.
+    djthreads.wait_for_tasks(timeout=10)
+    assert wrapper.connection is None

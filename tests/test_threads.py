@@ -167,3 +167,29 @@ def test_plain_threads_do_leak_which_is_why_this_exists() -> None:
     # collector can close them, which is what this test proved.
     gc.collect()
     assert settled_connections(0) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_called_directly_leaves_the_callers_connection_alone() -> None:
+    tasks.select_one()
+    mine = connections["default"]
+    assert mine.connection is not None
+    thread = DjangoThread(target=tasks.select_one)
+    thread.run()  # as Process.run() may be called: in this thread
+    assert mine.connection is not None
+    assert thread.exitcode is None
+
+
+class RecordingThread(DjangoThread):
+    def run(self) -> None:
+        tasks.select_one()
+        self.wrapper = connections["default"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_subclass_connection_is_closed() -> None:
+    thread = RecordingThread()
+    thread.start()
+    thread.join(10)
+    assert thread.exitcode == 0
+    assert thread.wrapper.connection is None

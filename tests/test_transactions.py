@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 from django.test import override_settings
 
 import djthreads
@@ -108,3 +108,26 @@ def test_queue_full_after_commit_goes_to_the_future() -> None:
             held.result(10)
         release.set()
         assert blocker.result(10) is True
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_using_follows_the_named_alias_only() -> None:
+    @run_async(using="other")
+    def on_other() -> int:
+        return 7
+
+    try:
+        # A transaction on "default" does not hold a task that follows "other"...
+        with transaction.atomic():
+            assert on_other().result(10) == 7
+        # ...and a transaction on "other" does.
+        with transaction.atomic(using="other"):
+            held = on_other()
+            assert not held.done()
+        assert held.result(10) == 7
+        with transaction.atomic(using="other"):
+            dropped = on_other()
+            transaction.set_rollback(True, using="other")
+        assert dropped.cancelled()
+    finally:
+        connections["other"].close()
