@@ -41,6 +41,7 @@ def get_executor() -> DjangoExecutor:
                 on_full=conf.ON_FULL,
                 thread_name_prefix=conf.THREAD_NAME_PREFIX,
                 shutdown_timeout=conf.SHUTDOWN_TIMEOUT,
+                reuse_connections=conf.REUSE_CONNECTIONS,
             )
         return _executor
 

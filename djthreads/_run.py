@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 from django.dispatch import Signal
 from django.utils import translation
 
@@ -30,7 +32,20 @@ R = TypeVar("R")
 # copy on every version and carry the language explicitly instead.
 _ASGIREF_LOCAL = "asgiref.local"
 
-_state = threading.local()  # .depth: how many tasks this thread is running, nested
+# .depth: how many tasks this thread is running, nested;
+# .opened: this thread opened a database connection since its last cleanup.
+_state = threading.local()
+
+
+def _note_opened(**kwargs: Any) -> None:
+    # Sent by Django's connect() in the thread that connects (pool or not).
+    _state.opened = True
+
+
+# Looking up a thread's connections costs a raised AttributeError per alias the
+# thread never used (asgiref's Local): several µs on every task, most of a
+# no-op task's overhead. A thread that opened nothing has nothing to close.
+connection_created.connect(_note_opened, dispatch_uid="djthreads._run._note_opened")
 
 
 class Carried:
@@ -102,20 +117,95 @@ def _invoke(
     return result
 
 
+def _discard_if_stuck(conn: BaseDatabaseWrapper) -> None:
+    # A task that entered atomic() and never left it leaves the wrapper
+    # "closed in transaction": Django's close() keeps the dead DB-API
+    # connection so the atomic block can still exit, and ensure_connection()
+    # never reconnects it. Drop the wrapper so the thread's next task gets a
+    # fresh one instead of "connection already closed" forever.
+    if conn.in_atomic_block:
+        del connections[conn.alias]
+
+
 def close_connections(name: str) -> None:
     """Close every database connection the current thread opened.
 
     A connection that fails to close is logged and the others are still closed.
+    A thread that opened no connection since its last cleanup returns at once.
     """
-    try:
-        connections.close_all()
-    except Exception:
-        logger.exception("closing connections after task=%s failed", name)
-        for conn in connections.all(initialized_only=True):
+    if not getattr(_state, "opened", False):
+        return
+    _state.opened = False
+    # One pass over connections.all(): like close_all(), plus the stuck-wrapper
+    # check, without a second lookup per alias (an uninitialized alias costs
+    # a raised AttributeError each time, on the hot path of every task).
+    for conn in connections.all(initialized_only=True):
+        try:
+            conn.close()
+        except Exception:
+            logger.exception("closing connection alias=%s after task=%s failed", conn.alias, name)
+        _discard_if_stuck(conn)
+
+
+def _left_behind(conn: BaseDatabaseWrapper) -> str | None:
+    """Say why ``conn`` must not be kept for the next task, or return None.
+
+    Django only sees transactions it opened (atomic, set_autocommit); a raw
+    ``BEGIN`` through a cursor, or a connection the server dropped, is visible
+    only to the driver's transaction status.
+    """
+    if conn.in_atomic_block or conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]:
+        return "a transaction open"
+    raw = conn.connection
+    info = getattr(raw, "info", None)
+    if hasattr(raw, "get_transaction_status"):  # psycopg2
+        status = int(raw.get_transaction_status())
+    elif info is not None and hasattr(info, "transaction_status"):  # psycopg 3
+        status = int(info.transaction_status)
+    else:  # sqlite3 and others
+        return "a transaction open" if getattr(raw, "in_transaction", False) else None
+    # Both drivers: 0 idle, 1 active, 2 in transaction, 3 in error, 4 unknown (bad connection).
+    if status == 0:
+        return None
+    return "a broken connection" if status == 4 else "a transaction open"
+
+
+def release_connections(name: str) -> None:
+    """Keep the current thread's usable connections for its next task.
+
+    Runs in a pool worker after each task when connection reuse is on. It
+    applies Django's end-of-request rules to each connection
+    (``close_if_unusable_or_obsolete``: CONN_MAX_AGE, errors, autocommit left
+    changed; CONN_HEALTH_CHECKS then runs before the next query) and closes a
+    connection whose task left a transaction open (the server rolls it back)
+    or that the driver reports broken. Anything that fails is logged and that
+    connection is closed.
+    """
+    if not getattr(_state, "opened", False):
+        return
+    for conn in connections.all(initialized_only=True):
+        try:
+            reason = None if conn.connection is None else _left_behind(conn)
+            if reason is not None:
+                logger.warning(
+                    "task=%s left %s on alias=%s: closing the connection",
+                    name,
+                    reason,
+                    conn.alias,
+                )
+                conn.close()
+            else:
+                conn.close_if_unusable_or_obsolete()
+            conn.queries_log.clear()
+        except Exception:
+            logger.exception(
+                "releasing connection alias=%s after task=%s failed", conn.alias, name
+            )
             try:
                 conn.close()
             except Exception:
                 logger.exception("closing connection alias=%s failed", conn.alias)
+        _discard_if_stuck(conn)
 
 
 def run_task(
@@ -125,6 +215,7 @@ def run_task(
     carried: Carried,
     *,
     close: bool = True,
+    reuse: bool = False,
 ) -> R:
     """Run ``fn(*args, **kwargs)`` in the calling thread as a djthreads task.
 
@@ -133,16 +224,25 @@ def run_task(
     is logged once at ERROR on ``djthreads`` and re-raised. Afterwards, in a
     ``finally`` block, the thread's database connections are closed — unless
     ``close`` is false or this task runs nested inside another task on the same
-    thread, whose own ``finally`` will close them.
+    thread, whose own ``finally`` will close them. With ``reuse`` (a pool worker
+    under DJTHREADS['REUSE_CONNECTIONS']) a task that returned keeps its usable
+    connections for the worker's next task (:func:`release_connections`); one
+    that raised still closes them.
     """
     depth: int = getattr(_state, "depth", 0)
     _state.depth = depth + 1
+    failed = True
     try:
-        return carried.context.run(_invoke, fn, args, kwargs, carried.language)
+        result = carried.context.run(_invoke, fn, args, kwargs, carried.language)
+        failed = False
+        return result
     finally:
         _state.depth = depth
         if close and depth == 0:
-            close_connections(task_name(fn))
+            if reuse and not failed:
+                release_connections(task_name(fn))
+            else:
+                close_connections(task_name(fn))
 
 
 def in_task() -> bool:

@@ -25,6 +25,8 @@ DEFAULTS: Mapping[str, Any] = {
     "ON_COMMIT": True,
     "SHUTDOWN_TIMEOUT": 30.0,
     "THREAD_NAME_PREFIX": "djthreads",
+    "REUSE_CONNECTIONS": False,
+    "EAGER": False,
 }
 
 ON_FULL_CHOICES = ("block", "raise")
@@ -40,6 +42,8 @@ class Settings:
     ON_COMMIT: bool
     SHUTDOWN_TIMEOUT: float
     THREAD_NAME_PREFIX: str
+    REUSE_CONNECTIONS: bool
+    EAGER: bool
 
 
 def _is_int(value: object) -> bool:
@@ -102,6 +106,21 @@ def validate(raw: object) -> list[tuple[str, str]]:
             (
                 "djthreads.E008",
                 f"DJTHREADS['THREAD_NAME_PREFIX'] must be a non-empty string, got {prefix!r}.",
+            )
+        )
+    if not isinstance(values["REUSE_CONNECTIONS"], bool):
+        errors.append(
+            (
+                "djthreads.E010",
+                "DJTHREADS['REUSE_CONNECTIONS'] must be True or False, "
+                f"got {values['REUSE_CONNECTIONS']!r}.",
+            )
+        )
+    if not isinstance(values["EAGER"], bool):
+        errors.append(
+            (
+                "djthreads.E009",
+                f"DJTHREADS['EAGER'] must be True or False, got {values['EAGER']!r}.",
             )
         )
     return errors

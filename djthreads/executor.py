@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from djthreads._run import Carried, capture, run_task, task_name
+from djthreads._run import Carried, capture, close_connections, run_task, task_name
 from djthreads.exceptions import QueueFullError
 
 logger = logging.getLogger("djthreads")
@@ -47,12 +47,12 @@ class _WorkItem:
         self.kwargs = kwargs
         self.carried = carried
 
-    def run(self) -> None:
+    def run(self, reuse: bool) -> None:
         """Run in the calling thread and settle the Future (no-op if cancelled)."""
         if not self.future.set_running_or_notify_cancel():
             return
         try:
-            result = run_task(self.fn, self.args, self.kwargs, self.carried)
+            result = run_task(self.fn, self.args, self.kwargs, self.carried, reuse=reuse)
         except BaseException as exc:
             self.future.set_exception(exc)
             # Break the reference cycle exception -> traceback -> frame -> exc.
@@ -66,7 +66,10 @@ class DjangoExecutor(concurrent.futures.Executor):
 
     Tasks run in daemon worker threads named ``<thread_name_prefix>_<n>``, each
     in a copy of the submitter's contextvars and active language, and each is
-    followed by ``connections.close_all()`` in the worker. At most
+    followed by ``connections.close_all()`` in the worker — or, with
+    ``reuse_connections``, by Django's end-of-request rules, so a worker keeps
+    its usable connections between tasks (at most one per alias per worker)
+    and closes them when it stops at shutdown. At most
     ``max_workers`` tasks run and ``max_queue`` wait; when both are taken,
     ``submit`` waits for a slot (``on_full="block"``) or raises
     QueueFullError (``on_full="raise"``). A task submitted from one of this
@@ -86,6 +89,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         on_full: Literal["block", "raise"] = "block",
         thread_name_prefix: str = "djthreads",
         shutdown_timeout: float = 30.0,
+        reuse_connections: bool = False,
     ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers must be a positive integer, got {max_workers!r}.")
@@ -98,6 +102,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         self.on_full = on_full
         self.thread_name_prefix = thread_name_prefix
         self.shutdown_timeout = shutdown_timeout
+        self.reuse_connections = reuse_connections
         self._slots = threading.Semaphore(max_workers + max_queue)
         self._idle = threading.Semaphore(0)
         self._queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
@@ -144,7 +149,7 @@ class DjangoExecutor(concurrent.futures.Executor):
             if getattr(_worker_state, "executor", None) is self:
                 # Waiting for a slot from inside a worker can deadlock (every
                 # worker waiting on tasks queued behind it), so run it here.
-                item.run()
+                item.run(self.reuse_connections)
                 return
             if self.on_full == "raise":
                 raise QueueFullError(
@@ -191,10 +196,12 @@ class DjangoExecutor(concurrent.futures.Executor):
             item = self._queue.get()
             if item is None:
                 self._queue.put(None)  # wake the next worker
+                # Connections kept by reuse_connections must not outlive the pool.
+                close_connections("worker exit")
                 logger.debug("worker=%s stopped", threading.current_thread().name)
                 return
             try:
-                item.run()
+                item.run(self.reuse_connections)
             finally:
                 with self._lock:
                     self._pending.discard(item)
@@ -265,7 +272,9 @@ class DjangoExecutor(concurrent.futures.Executor):
             self._shutdown = True
             threads = list(self._threads)
         if cancel_futures:
-            self._cancel_queued()
+            cancelled = self._cancel_queued()
+            if cancelled:
+                logger.info("shutdown cancelled=%s queued tasks: %s", len(cancelled), cancelled)
         self._queue.put(None)
         if not wait:
             return
