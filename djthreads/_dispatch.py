@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from django.db import connections, transaction
 
+from djthreads import _eager
 from djthreads._default import get_executor
 from djthreads._run import Carried, capture, task_name
 from djthreads.conf import get_settings
@@ -35,7 +36,16 @@ class _OnCommit:
     the drop frees it and cancels at once.
     """
 
-    __slots__ = ("__weakref__", "args", "carried", "finalizer", "fn", "future", "kwargs")
+    __slots__ = (
+        "__weakref__",
+        "args",
+        "carried",
+        "finalizer",
+        "fn",
+        "future",
+        "kwargs",
+        "mode",
+    )
 
     def __init__(
         self,
@@ -44,8 +54,10 @@ class _OnCommit:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         carried: Carried,
+        mode: _eager._Mode | None = None,
     ) -> None:
         self.future = future
+        self.mode = mode  # eager mode at submit time: run inline after the commit
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
@@ -55,6 +67,13 @@ class _OnCommit:
     def __call__(self) -> None:
         # Runs in the committing thread, after the commit.
         self.finalizer.detach()
+        if self.mode is not None:
+            # Eager (tests): run in the committing thread, as Django runs any
+            # on_commit callback; a propagating exception fails the commit's caller.
+            _eager.run_inline(
+                self.future, self.fn, self.args, self.kwargs, self.carried, self.mode
+            )
+            return
         try:
             get_executor().submit_future(
                 self.future, self.fn, self.args, self.kwargs, self.carried
@@ -79,14 +98,24 @@ def dispatch(
 
     Runs in the submitting thread. With on_commit (default: DJTHREADS['ON_COMMIT'])
     and an atomic block open on ``using``, the task waits for the outermost
-    commit; on rollback its Future is cancelled and it never runs.
+    commit; on rollback its Future is cancelled and it never runs. In eager
+    mode (``djthreads.eager()``, DJTHREADS['EAGER']) the task runs inline in
+    the calling thread instead of the pool, once any atomic block of the code
+    under test has committed (see ``djthreads._eager``).
     """
     if on_commit is None:
         on_commit = get_settings().ON_COMMIT
     future: concurrent.futures.Future[R] = concurrent.futures.Future()
     carried = capture()
-    if on_commit and connections[using].in_atomic_block:
-        transaction.on_commit(_OnCommit(future, fn, args, kwargs, carried), using=using)
+    mode = _eager.current()
+    if mode is None:
+        in_atomic = connections[using].in_atomic_block
+    else:
+        in_atomic = _eager.in_code_atomic_block(using)
+    if on_commit and in_atomic:
+        transaction.on_commit(_OnCommit(future, fn, args, kwargs, carried, mode), using=using)
+    elif mode is not None:
+        _eager.run_inline(future, fn, args, kwargs, carried, mode)
     else:
         get_executor().submit_future(future, fn, args, kwargs, carried)
     return future
