@@ -1,0 +1,1 @@
+"""The example app: a job that fetches records over HTTP and stores them."""
