@@ -1,0 +1,224 @@
+"""The process-wide priority queue that feeds ThreadPoolBackend tasks to the pool.
+
+The default pool runs tasks first in, first out. To let a high-priority task
+overtake queued low-priority ones, backend tasks wait here, in a heap, and at
+most ``max_workers`` of them are handed to the pool at a time: the pool's FIFO
+never holds a backlog of ours to jump. Deferred tasks (``run_after``) wait in a
+second heap ordered by time. One daemon thread, the dispatcher, moves due
+tasks to the ready heap and hands ready ones to the pool as slots free; no
+thread sleeps per queued task.
+
+State is per process: built lazily, dropped in a forked child, and at
+interpreter exit the ready tasks get ``DJTHREADS['SHUTDOWN_TIMEOUT']`` seconds
+to start before what is left is named in a WARNING.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import datetime
+import functools
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from typing import Protocol
+
+from django.utils import timezone
+
+from djthreads._default import get_executor
+from djthreads._run import Carried, in_task, run_task
+from djthreads.conf import get_settings
+from djthreads.exceptions import QueueFullError
+from djthreads.executor import DjangoExecutor
+
+logger = logging.getLogger("djthreads.backends")
+
+
+class Job(Protocol):
+    """A queued unit of work: run it in a pool worker, or tell it it never will."""
+
+    name: str
+
+    def __call__(self) -> None: ...
+
+    def not_started(self, exc: BaseException) -> None: ...
+
+
+class _Queued:
+    __slots__ = ("carried", "job", "priority")
+
+    def __init__(self, job: Job, carried: Carried, priority: int) -> None:
+        self.job = job
+        self.carried = carried
+        self.priority = priority
+
+
+_lock = threading.Lock()  # guards everything below
+_changed = threading.Condition(_lock)  # the heaps or _in_flight changed
+_ready: list[tuple[int, int, _Queued]] = []  # heap of (-priority, sequence, item)
+_deferred: list[tuple[datetime.datetime, int, _Queued]] = []  # heap of (run_after, seq, item)
+_in_flight = 0  # handed to the pool and not finished
+_sequence = itertools.count()  # equal priorities run first come, first served
+_dispatcher: threading.Thread | None = None
+
+
+def put(job: Job, carried: Carried, *, priority: int, run_after: datetime.datetime | None) -> None:
+    """Queue ``job`` to run in the default pool, by priority, not before ``run_after``.
+
+    Runs in the enqueuing thread. At most ``DJTHREADS['MAX_QUEUE']`` tasks wait
+    (ready or deferred) beyond those handed to the pool; when that is reached,
+    this waits for room (``ON_FULL="block"``) or raises QueueFullError
+    (``ON_FULL="raise"``). Called from inside a pool task, a full queue runs
+    the job inline instead, so a task that enqueues tasks cannot deadlock.
+    """
+    global _dispatcher
+    conf = get_settings()
+    limit = get_executor().max_workers
+    item = _Queued(job, carried, priority)
+    with _lock:
+        inline = False
+        while _waiting() >= conf.MAX_QUEUE and not (
+            run_after is None and not _ready and _in_flight < limit
+        ):
+            if in_task():
+                inline = True
+                break
+            if conf.ON_FULL == "raise":
+                raise QueueFullError(
+                    f"The djthreads task queue is full ({conf.MAX_QUEUE} tasks waiting); "
+                    f"{job.name} was not enqueued. Raise DJTHREADS['MAX_QUEUE'] or set "
+                    "DJTHREADS['ON_FULL'] = 'block' to wait."
+                )
+            _changed.wait()
+        if not inline:
+            if run_after is not None and run_after > timezone.now():
+                heapq.heappush(_deferred, (run_after, next(_sequence), item))
+            else:
+                heapq.heappush(_ready, (-priority, next(_sequence), item))
+            if _dispatcher is None:
+                _dispatcher = threading.Thread(
+                    name="djthreads-tasks-dispatcher", target=_dispatch_forever, daemon=True
+                )
+                _dispatcher.start()
+            _changed.notify_all()
+            return
+    # Full, and called from a pool task: waiting could deadlock (every worker
+    # waiting for room that only workers make), so run it here, like submit().
+    run_task(job, (), {}, carried)
+
+
+def _waiting() -> int:
+    return len(_ready) + len(_deferred)
+
+
+def _dispatch_forever() -> None:
+    """The dispatcher thread: move due tasks to the ready heap, feed the pool."""
+    while True:
+        try:
+            executor = get_executor()
+        except Exception:
+            logger.exception("dispatcher cannot get the default pool; retrying on next change")
+            with _lock:
+                _changed.wait()
+            continue
+        with _lock:
+            item = _next_ready(executor.max_workers)
+        if item is not None:
+            _hand_over(executor, item)
+
+
+def _next_ready(limit: int) -> _Queued | None:
+    # Called with _lock held. Returns a task that may go to the pool now,
+    # counted in flight; otherwise waits for a change or the next due task and
+    # returns None, so the caller looks the pool (and its size) up again.
+    global _in_flight
+    now = timezone.now()
+    while _deferred and _deferred[0][0] <= now:
+        _, _, due = heapq.heappop(_deferred)
+        heapq.heappush(_ready, (-due.priority, next(_sequence), due))
+    if _ready and _in_flight < limit:
+        _, _, item = heapq.heappop(_ready)
+        _in_flight += 1
+        _changed.notify_all()  # room for a blocked put()
+        return item
+    _changed.wait((_deferred[0][0] - now).total_seconds() if _deferred else None)
+    return None
+
+
+def _hand_over(executor: DjangoExecutor, item: _Queued) -> None:
+    # Runs in the dispatcher thread, never in a pool worker, so a full pool
+    # makes it wait (ON_FULL="block") rather than run the task inline.
+    future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    future.add_done_callback(functools.partial(_finished, item))
+    try:
+        executor.submit_future(future, item.job, (), {}, item.carried)
+    except Exception as exc:
+        # QueueFullError (ON_FULL="raise" and the pool is full of other work)
+        # or RuntimeError (the pool shut down): the task cannot start.
+        _release()
+        item.job.not_started(exc)
+
+
+def _finished(item: _Queued, future: concurrent.futures.Future[None]) -> None:
+    # Runs in the pool worker after the task (its connections already closed),
+    # or in the thread that cancelled the queued Future at pool shutdown.
+    _release()
+    if future.cancelled():
+        item.job.not_started(
+            RuntimeError(f"{item.job.name} was cancelled: the djthreads pool shut down.")
+        )
+
+
+def _release() -> None:
+    global _in_flight
+    with _lock:
+        _in_flight -= 1
+        _changed.notify_all()
+
+
+def pending_names() -> list[str]:
+    """Return the names of the tasks waiting here (ready or deferred)."""
+    with _lock:
+        return sorted(item.job.name for _, _, item in [*_ready, *_deferred])
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    # Registered after djthreads._default's handler, so it runs first (atexit
+    # is last in, first out) while the pool still takes tasks.
+    with _lock:
+        if not (_ready or _deferred or _in_flight):
+            return
+    try:
+        timeout = get_settings().SHUTDOWN_TIMEOUT
+    except Exception:
+        timeout = 0.0
+    deadline = time.monotonic() + timeout
+    with _lock:
+        while _ready or _in_flight:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            _changed.wait(remaining)
+        lost = sorted(item.job.name for _, _, item in [*_ready, *_deferred])
+    if lost:
+        logger.warning(
+            "exit: tasks=%s never started; ThreadPoolBackend keeps tasks in memory only",
+            lost,
+        )
+
+
+def _after_fork_in_child() -> None:
+    # The dispatcher and the pool do not exist in the child and the lock may
+    # have been held at fork time: start empty. The parent is untouched.
+    global _lock, _changed, _ready, _deferred, _in_flight, _dispatcher
+    _lock = threading.Lock()
+    _changed = threading.Condition(_lock)
+    _ready, _deferred, _in_flight, _dispatcher = [], [], 0, None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

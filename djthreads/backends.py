@@ -1,0 +1,366 @@
+"""A Django Tasks backend that runs tasks on the djthreads pool.
+
+``TASKS = {"default": {"BACKEND": "djthreads.backends.ThreadPoolBackend"}}``
+works with ``django.tasks`` (Django >= 6.0) and with the ``django-tasks``
+backport (Django 4.2/5.2). Tasks run in this process, in the default pool, with
+the bounds, context copy and connection closing of ``run_async``; a
+distributed backend (django-tasks-db, Celery, RQ) runs the same ``@task``
+functions when one process is no longer enough.
+
+Django builds one backend instance per thread, so everything that must be
+shared — the queue (``djthreads._taskqueue``) and the result store here —
+lives at process level.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import logging
+import os
+import threading
+import traceback
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.dispatch import receiver
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+
+from djthreads import _taskqueue
+from djthreads._run import capture
+from djthreads._tasks_compat import (
+    AnyTask,
+    AnyTaskResult,
+    BaseTaskBackend,
+    TaskContext,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    normalize_json,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
+from djthreads.conf import get_settings
+
+logger = logging.getLogger("djthreads.backends")
+
+DEFAULT_OPTIONS: Mapping[str, Any] = {
+    "ENQUEUE_ON_COMMIT": None,  # None: follow DJTHREADS['ON_COMMIT']
+    "USING": DEFAULT_DB_ALIAS,
+    "MAX_RESULTS": 1000,
+}
+
+
+def validate_options(alias: str, options: object) -> list[tuple[str, str]]:
+    """Return ``(check id, message)`` for every problem in a backend's OPTIONS."""
+    where = f"TASKS[{alias!r}]['OPTIONS']"
+    if not isinstance(options, Mapping):
+        return [("djthreads.E101", f"{where} must be a dict, got {options!r}.")]
+    errors = [
+        (
+            "djthreads.E102",
+            f"{where} has an unknown key {key!r}; known keys: {', '.join(DEFAULT_OPTIONS)}.",
+        )
+        for key in options
+        if key not in DEFAULT_OPTIONS
+    ]
+    values = {**DEFAULT_OPTIONS, **options}
+    if values["ENQUEUE_ON_COMMIT"] not in (None, True, False):
+        errors.append(
+            (
+                "djthreads.E103",
+                f"{where}['ENQUEUE_ON_COMMIT'] must be True or False, "
+                f"got {values['ENQUEUE_ON_COMMIT']!r}.",
+            )
+        )
+    # connections.settings, unlike settings.DATABASES, has Django's dummy
+    # "default" when DATABASES is empty.
+    if values["USING"] not in connections.settings:
+        errors.append(
+            (
+                "djthreads.E104",
+                f"{where}['USING'] must be a database alias from DATABASES "
+                f"({', '.join(connections.settings)}), got {values['USING']!r}.",
+            )
+        )
+    bound = values["MAX_RESULTS"]
+    if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
+        errors.append(
+            (
+                "djthreads.E105",
+                f"{where}['MAX_RESULTS'] must be a positive integer, got {bound!r}.",
+            )
+        )
+    return errors
+
+
+class _Results:
+    """The results of one backend alias in this process, finished ones bounded."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, AnyTaskResult] = {}
+        self.finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+
+_lock = threading.Lock()  # guards _stores, every _Results and every record's fields
+_stores: dict[str, _Results] = {}
+
+
+def _store(alias: str) -> _Results:
+    with _lock:
+        return _stores.setdefault(alias, _Results())
+
+
+def _snapshot(record: AnyTaskResult) -> AnyTaskResult:
+    # Callers get a copy: the worker updates the stored record, and refresh()
+    # is how Django's API says a result catches up.
+    with _lock:
+        result = copy.copy(record)
+        object.__setattr__(result, "errors", list(record.errors))
+        object.__setattr__(result, "worker_ids", list(record.worker_ids))
+    return result
+
+
+def _update(record: AnyTaskResult, **fields: Any) -> None:
+    with _lock:
+        for name, value in fields.items():
+            object.__setattr__(record, name, value)
+
+
+class _Job:
+    """One enqueued task: runs in a pool worker, inside ``run_task``."""
+
+    def __init__(self, record: AnyTaskResult, results: _Results, max_results: int) -> None:
+        self.record = record
+        self.results = results
+        self.max_results = max_results
+        self.name = record.task.module_path
+        # run_task() names tasks by __module__/__qualname__ in its log lines.
+        self.__module__ = record.task.func.__module__
+        self.__qualname__ = record.task.func.__qualname__
+
+    def __call__(self) -> None:
+        """Run the task in this pool worker and record its outcome.
+
+        The worker's database connections are closed by ``run_task`` after
+        this returns. A coroutine task runs to completion through asgiref's
+        ``async_to_sync`` (``Task.call``), so its ``sync_to_async`` database
+        calls come back to this worker and are closed with it. An exception
+        is recorded as FAILED with its class path and traceback.
+        """
+        record = self.record
+        started = timezone.now()
+        with _lock:
+            object.__setattr__(record, "status", TaskResultStatus.RUNNING)
+            object.__setattr__(record, "started_at", started)
+            object.__setattr__(record, "last_attempted_at", started)
+            record.worker_ids.append(f"{os.getpid()}:{threading.current_thread().name}")
+        task_started.send(sender=ThreadPoolBackend, task_result=record)
+        task = record.task
+        try:
+            if task.takes_context:
+                value = task.call(TaskContext(task_result=record), *record.args, **record.kwargs)
+            else:
+                value = task.call(*record.args, **record.kwargs)
+            value = normalize_json(value)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+            # Sent inside the handler, as Django does: its receiver logs the
+            # failure at ERROR with this exception's traceback.
+            task_finished.send(sender=ThreadPoolBackend, task_result=record)
+        else:
+            self._finish(TaskResultStatus.SUCCESSFUL, _return_value=value)
+            task_finished.send(sender=ThreadPoolBackend, task_result=record)
+
+    def not_started(self, exc: BaseException) -> None:
+        """Record that the task will never run (the pool refused it or shut down)."""
+        logger.error("task=%s id=%s not started: %s", self.name, self.record.id, exc)
+        try:
+            raise exc
+        except BaseException:
+            # Raised and caught so that Django's receiver logs it with exc_info.
+            self._fail(exc)
+            task_finished.send(sender=ThreadPoolBackend, task_result=self.record)
+
+    def _fail(self, exc: BaseException) -> None:
+        error = TaskError(
+            exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            traceback="".join(traceback.format_exception(exc)),
+        )
+        with _lock:
+            self.record.errors.append(error)
+        self._finish(TaskResultStatus.FAILED)
+
+    def _finish(self, status: TaskResultStatus, **fields: Any) -> None:
+        _update(self.record, status=status, finished_at=timezone.now(), **fields)
+        results = self.results
+        with _lock:
+            results.finished[self.record.id] = None
+            while len(results.finished) > self.max_results:
+                oldest, _ = results.finished.popitem(last=False)
+                results.records.pop(oldest, None)
+
+
+def _rolled_back(results: _Results, result_id: str, name: str) -> None:
+    # Runs in whichever thread dropped the on_commit callback (the rollback).
+    with _lock:
+        results.records.pop(result_id, None)
+    logger.info("task=%s id=%s dropped: its transaction rolled back", name, result_id)
+
+
+class _OnCommit:
+    """The ``transaction.on_commit`` callback holding an enqueued task.
+
+    Django drops its callbacks on rollback; then this object's finalizer
+    removes the task's result, as a rollback would remove a database row.
+    """
+
+    __slots__ = ("__weakref__", "backend", "carried", "finalizer", "job")
+
+    def __init__(self, backend: ThreadPoolBackend, job: _Job, carried: Any) -> None:
+        self.backend = backend
+        self.job = job
+        self.carried = carried
+        self.finalizer = weakref.finalize(self, _rolled_back, job.results, job.record.id, job.name)
+
+    def __call__(self) -> None:
+        # Runs in the committing thread, after the commit.
+        self.finalizer.detach()
+        try:
+            self.backend._queue(self.job, self.carried)
+        except Exception as exc:
+            # Raising here would fail the code after the user's commit.
+            self.job.not_started(exc)
+
+
+class ThreadPoolBackend(BaseTaskBackend):
+    """Run Django Tasks in this process, on the djthreads default pool.
+
+    ``enqueue`` runs in the calling thread: it validates the task, stores a
+    READY result and queues the task — at once, or, inside
+    ``transaction.atomic()`` on ``OPTIONS['USING']`` with ENQUEUE_ON_COMMIT,
+    when the outermost transaction commits (on rollback it never runs and its
+    result disappears). A pool worker runs it, higher priority first, not
+    before ``run_after``, and closes its database connections afterwards.
+
+    Results live in this process only: ``get_result`` sees tasks enqueued
+    here, keeps every unfinished one and the last ``OPTIONS['MAX_RESULTS']``
+    finished ones per alias, and forgets them at restart. Tasks still queued
+    at exit are lost (see the README's "Outgrowing one machine").
+    """
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def _options(self) -> dict[str, Any]:
+        errors = validate_options(self.alias, self.options)
+        if errors:
+            raise ImproperlyConfigured(" ".join(message for _, message in errors))
+        return {**DEFAULT_OPTIONS, **self.options}
+
+    def enqueue(self, task: AnyTask, args: Any, kwargs: Any) -> AnyTaskResult:
+        """Queue ``task`` with ``args``/``kwargs`` and return its READY result.
+
+        Raises ImproperlyConfigured for bad OPTIONS and QueueFullError when the
+        queue is full and ``DJTHREADS['ON_FULL']`` is "raise".
+        """
+        self.validate_task(task)
+        options = self._options()
+        on_commit = options["ENQUEUE_ON_COMMIT"]
+        if on_commit is None:
+            on_commit = get_settings().ON_COMMIT
+        record: AnyTaskResult = TaskResult(
+            task=task,
+            id=get_random_string(32),
+            status=TaskResultStatus.READY,
+            enqueued_at=timezone.now(),
+            started_at=None,
+            finished_at=None,
+            last_attempted_at=None,
+            args=list(args),
+            kwargs=dict(kwargs),
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        results = _store(self.alias)
+        with _lock:
+            results.records[record.id] = record
+        job = _Job(record, results, options["MAX_RESULTS"])
+        snapshot = _snapshot(record)
+        carried = capture()
+        using = options["USING"]
+        if on_commit and connections[using].in_atomic_block:
+            transaction.on_commit(_OnCommit(self, job, carried), using=using)
+        else:
+            try:
+                self._queue(job, carried)
+            except BaseException:
+                with _lock:
+                    results.records.pop(record.id, None)
+                raise
+        return snapshot
+
+    def _queue(self, job: _Job, carried: Any) -> None:
+        task_enqueued.send(sender=type(self), task_result=job.record)
+        task = job.record.task
+        _taskqueue.put(job, carried, priority=task.priority, run_after=task.run_after)
+        logger.debug("task=%s id=%s queued priority=%s", job.name, job.record.id, task.priority)
+
+    def get_result(self, result_id: str) -> AnyTaskResult:
+        """Return a copy of the result ``result_id`` as it is now (any thread).
+
+        Raises TaskResultDoesNotExist for an id this process never enqueued on
+        this alias, or whose finished result was evicted by MAX_RESULTS.
+        """
+        with _lock:
+            record = _stores.get(self.alias, _Results()).records.get(result_id)
+        if record is None:
+            raise TaskResultDoesNotExist(
+                f"No result {result_id!r} on task backend {self.alias!r} in this process: "
+                "results are kept per process, and only the last "
+                "OPTIONS['MAX_RESULTS'] finished ones."
+            )
+        return _snapshot(record)
+
+    async def aget_result(self, result_id: str) -> AnyTaskResult:
+        """See get_result(); no database access, so no thread hop."""
+        return self.get_result(result_id)
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        """Report every invalid value or unknown key in this backend's OPTIONS."""
+        return [
+            checks.Error(message, id=check_id)
+            for check_id, message in validate_options(self.alias, self.options)
+        ]
+
+
+@receiver(setting_changed)
+def _reset_on_settings_change(*, setting: str, **kwargs: Any) -> None:
+    # A new TASKS setting builds new backends; results of the old ones go.
+    # Queued tasks still run (they hold their own records).
+    if setting == "TASKS":
+        with _lock:
+            _stores.clear()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's tasks do not run in the child; its lock may have been held.
+    global _lock, _stores
+    _lock = threading.Lock()
+    _stores = {}
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
