@@ -1,0 +1,276 @@
+"""Run every benchmark and write benchmarks/results.{json,md,png}.
+
+Usage (``make bench`` does this after building the two bench venvs):
+    .venv/bench-pg2/bin/python benchmarks/run.py [--quick]
+
+Each measurement runs in a fresh process: psycopg2 figures in
+.venv/bench-pg2, psycopg 3 + pool figures in .venv/bench-pg3 (Django picks
+psycopg 3 whenever it is importable, so one venv cannot measure both).
+``--quick`` shrinks every count, to check the scripts, not to quote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PG2 = ROOT / ".venv" / "bench-pg2" / "bin" / "python"
+PG3 = ROOT / ".venv" / "bench-pg3" / "bin" / "python"
+
+QUICK = "--quick" in sys.argv
+OVERHEAD_ROUNDS = 2 if QUICK else 5
+N, LATENCY_MS = (64, 20) if QUICK else (640, 50)
+WORKERS = [1, 4, 8, 16, 32]
+SCALING_ROUNDS = 1 if QUICK else 3  # for W >= 16; fewer workers take long and vary little
+MEMORY_TASKS = 20_000 if QUICK else 1_000_000
+HUEY_TASKS = 2_000 if QUICK else 10_000
+
+# (label, python, approach): serial is the W=1 figure of every approach (one
+# worker runs the tasks one after the other); the others run at W >= 4.
+APPROACHES = [
+    ("serial", PG2, "serial"),
+    ("djthreads (psycopg2, close)", PG2, "djthreads"),
+    ("djthreads (psycopg2, reuse)", PG2, "djthreads-reuse"),
+    ("djthreads (psycopg 3 pool)", PG3, "djthreads-pool"),
+    ("multiprocessing.Process chunks", PG2, "multiprocessing"),
+    ("asgiref sync_to_async + gather", PG2, "asgiref"),
+]
+
+
+def run(python: Path, *argv: object) -> list[dict[str, Any]]:
+    cmd = [str(python), str(HERE / str(argv[0])), *map(str, argv[1:])]
+    print("+", " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=HERE, timeout=600)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = subprocess.run(
+        [
+            str(PG2),
+            "-c",
+            "import sys; sys.path.insert(0, '.'); import _common as c, django; "
+            "conn = c.raw_connect('postgres'); cur = conn.cursor(); "
+            "cur.execute('SHOW server_version'); "
+            "print(django.__version__, cur.fetchone()[0])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+    ).stdout.split()
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "django": info[0],
+        "postgresql": info[1],
+        "load_at_start": os.getloadavg()[0],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "quick": QUICK,
+    }
+
+
+def collect() -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "overhead": [], "scaling": []}
+    for mode, python in (("close", PG2), ("reuse", PG2), ("pool", PG3)):
+        results["overhead"] += run(python, "overhead.py", mode, OVERHEAD_ROUNDS)
+    for label, python, approach in APPROACHES:
+        for workers in WORKERS:
+            if workers == 1 and approach != "serial":
+                continue
+            if approach == "serial" and workers > 1:
+                continue
+            rounds = SCALING_ROUNDS if workers >= 16 else 1
+            figures = [run(python, "scaling.py", approach, workers, N, LATENCY_MS)[0]]
+            figures += [
+                run(python, "scaling.py", approach, workers, N, LATENCY_MS)[0]
+                for _ in range(rounds - 1)
+            ]
+            figures.sort(key=lambda f: f["elapsed_s"])
+            median = {**figures[len(figures) // 2], "label": label, "rounds": rounds}
+            if median["warm_efficiency"] is not None:
+                warm = sorted(f["warm_efficiency"] for f in figures)
+                median["warm_efficiency"] = warm[len(warm) // 2]
+            results["scaling"].append(median)
+    results["memory"] = run(PG2, "memory.py", MEMORY_TASKS)[0]
+    results["huey"] = run(PG2, "huey_bench.py", HUEY_TASKS)
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "# djthreads benchmarks",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, Django "
+        f"{m['django']}, PostgreSQL {m['postgresql']} on loopback; {m['date']}; "
+        f"load average at start {m['load_at_start']:.2f}"
+        + (" (QUICK run: counts shrunk, not for quoting)." if m["quick"] else "."),
+        "Command: `make bench`. Medians over repeated rounds; ratios are to the raw",
+        "`ThreadPoolExecutor(8)` figure of the same round.",
+        "",
+        "## Per-task overhead (8 workers; wall time / tasks)",
+        "",
+        "| driver / connections | task | raw pool µs | djthreads µs | ratio | target |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    names = {
+        "close": "psycopg2, close after each task (default)",
+        "reuse": "psycopg2, REUSE_CONNECTIONS",
+        "pool": "psycopg 3 + Django pool",
+    }
+    by = {(r["mode"], r["task"], r["variant"]): r for r in results["overhead"]}
+    for mode in ("close", "reuse", "pool"):
+        for task in ("noop", "select1"):
+            raw, dj = by[(mode, task, "raw")], by[(mode, task, "djthreads")]
+            target = ""
+            if task == "noop":
+                target = "<= 1.5x"
+            elif mode == "pool":
+                target = "<= 1.3x"
+            task_name = "no-op" if task == "noop" else "SELECT 1"
+            lines.append(
+                f"| {names[mode]} | {task_name} | {raw['us_per_task']} | "
+                f"{dj['us_per_task']} | {dj['ratio']}x | {target} |"
+            )
+    lines += [
+        "",
+        f"## I/O-bound scaling: N={N} tasks of one query + {LATENCY_MS} ms wait",
+        "",
+        "Efficiency = ideal ceil(N/W)·L / elapsed (target >= 0.95 at 32 workers);",
+        f"median of {SCALING_ROUNDS} processes at 16 and 32 workers, one below.",
+        "Cold: the first batch of a fresh process (threads and connections made on",
+        "the way); warm: a second batch in the same process, as in a long-running",
+        "one (multiprocessing forks anew for every batch). Peak memory is PSS summed",
+        "over the process and its children; 'open after' counts server connections",
+        "still open once the run returned (djthreads: after its pool's shutdown;",
+        "Django's psycopg 3 pool keeps its connections by design).",
+        "",
+        "| approach | workers | elapsed s (cold) | efficiency (cold) | efficiency (warm) "
+        "| peak connections | open after | peak memory MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["scaling"]:
+        warm = "-" if r["warm_efficiency"] is None else r["warm_efficiency"]
+        lines.append(
+            f"| {r['label']} | {r['workers']} | {r['elapsed_s']} | {r['efficiency']} | "
+            f"{warm} | {r['peak_connections']} | {r['open_after']} | {r['peak_pss_mib']} |"
+        )
+    mem = results["memory"]
+    lines += [
+        "",
+        "## Memory over bounded submissions",
+        "",
+        f"{mem['tasks']:,} no-op `djthreads.submit` calls through MAX_QUEUE=1000 "
+        f"(ON_FULL='block') in {mem['elapsed_s']} s: RSS {mem['rss_min_mib']}-"
+        f"{mem['rss_max_mib']} MiB after the first sample, growth "
+        f"{mem['growth_mib']} MiB (target <= 20 MB).",
+        "",
+        "## In-process alternative: huey",
+        "",
+    ]
+    huey = results.get("huey", [])
+    if huey and "skipped" in huey[0]:
+        lines.append(f"Skipped: {huey[0]['skipped']}.")
+    elif huey:
+        lines += [
+            "No-op tasks, 8 thread workers each; huey on its own redis-server on",
+            "127.0.0.1. Latency: 1,000 tasks enqueued one at a time; throughput:"
+            f" {huey[0]['tasks']:,} enqueued in a burst.",
+            "",
+            "| runner | enqueue-to-start p50 ms | p99 ms | tasks/s |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['runner']} | {r['p50_ms']} | {r['p99_ms']} | {r['tasks_per_s']:,} |"
+            for r in huey
+        ]
+    lines += [
+        "",
+        "![benchmarks](results.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels, ratios = [], []
+    short = {"close": "pg2 close", "reuse": "pg2 reuse", "pool": "pg3 pool"}
+    for r in results["overhead"]:
+        if r["variant"] == "djthreads":
+            labels.append(f"{short[r['mode']]}\n{'no-op' if r['task'] == 'noop' else 'SELECT 1'}")
+            ratios.append(r["ratio"])
+    left.bar(range(len(ratios)), ratios, color="#4477aa")
+    left.set_yscale("log")
+    left.axhline(1.0, color="black", linewidth=0.8)
+    left.set_xticks(range(len(labels)), labels, fontsize=8)
+    left.set_ylabel("djthreads / raw ThreadPoolExecutor (log)")
+    left.set_title("Per-task overhead, ratio to the raw pool")
+    for x, ratio in enumerate(ratios):
+        left.annotate(f"{ratio}x", (x, ratio), ha="center", va="bottom", fontsize=8)
+    series: dict[str, list[tuple[int, float, float | None]]] = {}
+    for r in results["scaling"]:
+        point = (r["workers"], r["efficiency"], r["warm_efficiency"])
+        series.setdefault(r["label"], []).append(point)
+    for label, points in series.items():
+        points.sort()
+        (line,) = right.plot(
+            [p[0] for p in points], [p[1] for p in points], marker="o", label=label
+        )
+        warm = [(p[0], p[2]) for p in points if p[2] is not None]
+        if warm:
+            right.plot(
+                [w[0] for w in warm],
+                [w[1] for w in warm],
+                marker=".",
+                linestyle=":",
+                color=line.get_color(),
+            )
+    right.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
+    right.set_xscale("log", base=2)
+    right.set_xticks(WORKERS, [str(w) for w in WORKERS])
+    right.set_ylim(0, 1.05)
+    right.set_xlabel("workers")
+    right.set_ylabel("efficiency (ideal / elapsed)")
+    right.set_title(f"N={N} tasks of 1 query + {LATENCY_MS} ms (dotted: warm)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    started = time.monotonic()
+    results = collect()
+    results["machine"]["duration_s"] = round(time.monotonic() - started)
+    (HERE / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (HERE / "results.md").write_text(markdown(results))
+    chart(results, HERE / "results.png")
+    print((HERE / "results.md").read_text())
+    print(f"benchmarks took {results['machine']['duration_s']} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
