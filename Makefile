@@ -1,9 +1,11 @@
 # make test  — lint, type-check and run the suite across the matrix (builds its own venvs)
-# make demo  — run the example job
+# make demo  — run the example job serially and in threads, print the table (own venv)
+# make serve — the example's web page on http://127.0.0.1:8000/
+# make bench — benchmarks side by side (own venvs): benchmarks/results.{md,png}
 VENVS := py311-dj52-pg2 py313-dj61-pg2 py311-dj52-pg3 py313-dj61-pg3
 LINT := .venv/py311-dj52-pg2/bin
 
-.PHONY: test venvs lint typecheck suite demo clean
+.PHONY: test venvs lint typecheck suite demo serve bench clean
 
 test: lint typecheck suite
 
@@ -20,6 +22,35 @@ typecheck: venvs
 
 suite: venvs
 	.ci/suite.sh
+
+# The demo's venv: the library and tqdm only, rebuilt when pyproject.toml changes.
+DEMO := .venv/demo
+DEMO_DB := example/example.sqlite3
+
+$(DEMO)/.stamp: pyproject.toml
+	rm -rf $(DEMO)
+	python3.11 -m venv $(DEMO)
+	$(DEMO)/bin/pip install -q --upgrade pip
+	$(DEMO)/bin/pip install -q -e ".[progress]"
+	touch $@
+
+demo: $(DEMO)/.stamp
+	rm -f $(DEMO_DB)
+	$(DEMO)/bin/python example/manage.py migrate -v0
+	$(DEMO)/bin/python example/manage.py demo
+	@echo "See it on a web page: make serve, then open http://127.0.0.1:8000/"
+
+serve: $(DEMO)/.stamp
+	$(DEMO)/bin/python example/manage.py migrate -v0
+	$(DEMO)/bin/python example/manage.py runserver 127.0.0.1:8000
+
+# Two venvs: Django picks psycopg 3 whenever it is importable, so psycopg2
+# figures come from bench-pg2 and psycopg 3 pool figures from bench-pg3.
+bench:
+	benchmarks/venv.sh bench-pg2
+	benchmarks/venv.sh bench-pg3
+	.ci/postgres.sh
+	.venv/bench-pg2/bin/python benchmarks/run.py
 
 clean:
 	rm -rf .venv

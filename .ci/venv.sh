@@ -13,8 +13,10 @@ case $name in
   *) echo "unknown venv $name" >&2; exit 2 ;;
 esac
 case $name in
-  *-dj52-*) django="Django>=5.2,<5.3"; stubs="django-stubs>=5.2,<5.3" ;;
-  *-dj61-*) django="Django>=6.1,<6.2"; stubs="django-stubs>=6.1,<6.2" ;;
+  *-dj52-*) django="Django>=5.2,<5.3"; stubs="django-stubs>=5.2,<5.3"
+            tasks=("django-tasks>=0.12" "django-tasks-db>=0.13") ;;  # Tasks backport
+  *-dj61-*) django="Django>=6.1,<6.2"; stubs="django-stubs>=6.1,<6.2"
+            tasks=("django-tasks-db>=0.13") ;;  # django.tasks is built in
 esac
 case $name in
   *-pg2) driver="psycopg2-binary>=2.9.9" ;;
@@ -30,6 +32,6 @@ fi
 rm -rf "$venv"
 "${python[@]}" -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
-"$venv/bin/pip" install -q -e ".[test,lint]" "$django" "$stubs" "$driver"
+"$venv/bin/pip" install -q -e ".[test,lint,progress]" "$django" "$stubs" "$driver" "${tasks[@]}"
 echo "$want" > "$stamp"
 echo "built $venv: $("$venv/bin/python" -c 'import django, sys; print(sys.version.split()[0], "Django", django.__version__)')"

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 RUN_NAME = os.environ.get("DJTHREADS_PG_NAME", "djthreads")
 SECRET_KEY = "djthreads-tests"
 USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "djthreads", "tests"]
+# The example project's app, for tests/test_example.py.
+INSTALLED_APPS.append("example.harvest")
+# django-tasks-db's table, for tests/test_tasks_db.py (.ci/venv.sh installs it).
+if importlib.util.find_spec("django_tasks_db") is not None:
+    INSTALLED_APPS.append("django_tasks_db")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("fr", "French"), ("de", "German")]
