@@ -212,3 +212,34 @@ def test_pool_task_closes_its_connection() -> None:
     # beyond the pool draining.
     djthreads.wait_for_tasks(timeout=10)
     assert wrapper.connection is None
+
+
+def test_default_language_from_a_context_that_never_activated_one() -> None:
+    # A fresh thread starts with an empty context: nothing activated there.
+    results: list[str | None] = []
+
+    def submit_from_fresh_thread() -> None:
+        results.append(submit(tasks.current_language).result(10))
+
+    with translation.override("de"):  # the main thread's choice must not matter
+        thread = threading.Thread(target=submit_from_fresh_thread)
+        thread.start()
+        thread.join(10)
+    assert results == ["en"]  # settings.LANGUAGE_CODE
+
+
+@override_settings(DJTHREADS={"MAX_WORKERS": 1})
+def test_fresh_context_task_after_an_activating_task_gets_the_default() -> None:
+    def activate_french() -> None:
+        translation.activate("fr")
+
+    results: list[str | None] = []
+
+    def from_fresh_thread() -> None:
+        submit(activate_french).result(10)
+        results.append(submit(tasks.current_language).result(10))
+
+    thread = threading.Thread(target=from_fresh_thread)
+    thread.start()
+    thread.join(10)
+    assert results == ["en"]

@@ -11,6 +11,7 @@ from django.test import override_settings
 
 import djthreads
 from djthreads import run_async
+from tests import tasks
 from tests.conftest import held_connections, postgres_only, settled_connections, uses_pool
 
 pytestmark = [
@@ -51,14 +52,6 @@ def test_2000_tasks_use_at_most_8_connections_and_leave_none() -> None:
     assert settled_connections(0) == 0
 
 
-def select_one_task() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        row = cursor.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 @pytest.mark.skipif(not uses_pool(), reason="needs the psycopg 3 pool (settings_postgres_pool)")
 @override_settings(DJTHREADS={"MAX_WORKERS": 8})
 def test_three_rounds_on_the_pool_never_wait_for_a_slot() -> None:
@@ -67,7 +60,7 @@ def test_three_rounds_on_the_pool_never_wait_for_a_slot() -> None:
     pool.wait(timeout=20)
     pool.pop_stats()
     for _round in range(3):
-        futures = [djthreads.submit(select_one_task) for _ in range(1000)]
+        futures = [djthreads.submit(tasks.select_one) for _ in range(1000)]
         djthreads.wait_for_tasks(timeout=100)
         assert [f.result(0) for f in futures] == [1] * 1000
         stats = pool.pop_stats()
