@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import weakref
 from collections.abc import Callable
@@ -27,63 +28,70 @@ def _cancel_rolled_back(future: concurrent.futures.Future[Any], name: str) -> No
         logger.info("task=%s cancelled: its transaction rolled back", name)
 
 
-class _OnCommit:
-    """The callable registered with ``transaction.on_commit`` for a held task.
+class _Held:
+    """The callable registered with ``transaction.on_commit`` for held work.
 
     Django has no rollback hook, but it drops its callbacks on rollback (and on
-    a savepoint rollback), and then this object's finalizer cancels the Future.
-    The finalizer holds no reference to this object, so with gc disabled too
-    the drop frees it and cancels at once.
+    a savepoint rollback), and then this object's finalizer calls
+    ``on_rollback``. The finalizer holds no reference to this object, so with
+    gc disabled too the drop frees it and the rollback action runs at once.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "args",
-        "carried",
-        "finalizer",
-        "fn",
-        "future",
-        "kwargs",
-        "mode",
-    )
+    __slots__ = ("__weakref__", "action", "finalizer")
 
-    def __init__(
-        self,
-        future: concurrent.futures.Future[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        carried: Carried,
-        mode: _eager._Mode | None = None,
-    ) -> None:
-        self.future = future
-        self.mode = mode  # eager mode at submit time: run inline after the commit
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.carried = carried
-        self.finalizer = weakref.finalize(self, _cancel_rolled_back, future, task_name(fn))
+    def __init__(self, action: Callable[[], None], on_rollback: Callable[[], None]) -> None:
+        self.action = action
+        self.finalizer = weakref.finalize(self, on_rollback)
 
     def __call__(self) -> None:
         # Runs in the committing thread, after the commit.
         self.finalizer.detach()
-        if self.mode is not None:
-            # Eager (tests): run in the committing thread, as Django runs any
-            # on_commit callback; a propagating exception fails the commit's caller.
-            _eager.run_inline(
-                self.future, self.fn, self.args, self.kwargs, self.carried, self.mode
-            )
-            return
-        try:
-            get_executor().submit_future(
-                self.future, self.fn, self.args, self.kwargs, self.carried
-            )
-        except Exception as exc:
-            # Raising here would fail the code after the user's commit; the
-            # error goes to the Future and the log instead.
-            logger.exception("task=%s could not be queued after commit", task_name(self.fn))
-            if not self.future.done():
-                self.future.set_exception(exc)
+        self.action()
+
+
+def in_transaction(on_commit: bool, using: str) -> bool:
+    """Return True when work submitted now must wait for ``using``'s commit.
+
+    Runs in the submitting thread; the connection is only looked at when
+    on_commit is on.
+    """
+    return on_commit and connections[using].in_atomic_block
+
+
+def hold_until_commit(
+    using: str, action: Callable[[], None], on_rollback: Callable[[], None]
+) -> None:
+    """Call ``action`` after the outermost commit on ``using``, or ``on_rollback``.
+
+    ``on_rollback`` runs, in the rolling-back thread, when Django drops the
+    callback: a rollback, or a rollback of the savepoint it was registered in.
+    Neither callable may reference the other's holder (see ``_Held``).
+    """
+    transaction.on_commit(_Held(action, on_rollback), using=using)
+
+
+def _submit_after_commit(
+    future: concurrent.futures.Future[Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    carried: Carried,
+    mode: _eager._Mode | None,
+) -> None:
+    # Runs in the committing thread, after the commit.
+    if mode is not None:
+        # Eager (tests): run in the committing thread, as Django runs any
+        # on_commit callback; a propagating exception fails the commit's caller.
+        _eager.run_inline(future, fn, args, kwargs, carried, mode)
+        return
+    try:
+        get_executor().submit_future(future, fn, args, kwargs, carried)
+    except Exception as exc:
+        # Raising here would fail the code after the user's commit; the
+        # error goes to the Future and the log instead.
+        logger.exception("task=%s could not be queued after commit", task_name(fn))
+        if not future.done():
+            future.set_exception(exc)
 
 
 def dispatch(
@@ -109,11 +117,15 @@ def dispatch(
     carried = capture()
     mode = _eager.current()
     if mode is None:
-        in_atomic = connections[using].in_atomic_block
+        held = in_transaction(on_commit, using)
     else:
-        in_atomic = _eager.in_code_atomic_block(using)
-    if on_commit and in_atomic:
-        transaction.on_commit(_OnCommit(future, fn, args, kwargs, carried, mode), using=using)
+        held = on_commit and _eager.in_code_atomic_block(using)
+    if held:
+        hold_until_commit(
+            using,
+            functools.partial(_submit_after_commit, future, fn, args, kwargs, carried, mode),
+            functools.partial(_cancel_rolled_back, future, task_name(fn)),
+        )
     elif mode is not None:
         _eager.run_inline(future, fn, args, kwargs, carried, mode)
     else:

@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from django.db import connections
 
-from djthreads._run import Carried, run_task
+from djthreads._run import Carried, run_into
 from djthreads.conf import get_settings
 
 P = ParamSpec("P")
@@ -124,20 +124,14 @@ def run_inline(
     exception is logged by ``run_task``, set on the Future and re-raised when
     ``mode.propagate`` (a BaseException that is not an Exception always is).
     """
-    if not future.set_running_or_notify_cancel():
-        return
     previous = getattr(_inline, "propagate", False)
     _inline.propagate = mode.propagate
     try:
-        result = run_task(fn, args, kwargs, carried, close=False)
-    except BaseException as exc:
-        future.set_exception(exc)
-        if mode.propagate or not isinstance(exc, Exception):
-            raise
-    else:
-        future.set_result(result)
+        exc = run_into(future, fn, args, kwargs, carried, close=False)
     finally:
         _inline.propagate = previous
+    if exc is not None and (mode.propagate or not isinstance(exc, Exception)):
+        raise exc
 
 
 def raising_in_caller() -> bool:

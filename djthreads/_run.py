@@ -6,6 +6,7 @@ DjangoThread, a pool task, a nested inline task) calls :func:`run_task`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import logging
 import threading
@@ -104,7 +105,11 @@ def _send(signal: Signal, **kwargs: Any) -> None:
 
 
 def _invoke(
-    fn: Callable[..., R], args: tuple[Any, ...], kwargs: Mapping[str, Any], language: str | None
+    fn: Callable[..., R],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    language: str | None,
+    name: str,
 ) -> R:
     # Runs inside the task's own copied context, so an activate() here is
     # discarded with that context and never reaches a later task.
@@ -114,7 +119,6 @@ def _invoke(
         translation.deactivate_all()
     elif language != settings.LANGUAGE_CODE:
         translation.activate(language)
-    name = task_name(fn)
     _send(task_started, sender=fn, name=name, args=args, kwargs=kwargs)
     try:
         result = fn(*args, **kwargs)
@@ -240,18 +244,45 @@ def run_task(
     """
     depth: int = getattr(_state, "depth", 0)
     _state.depth = depth + 1
+    name = task_name(fn)
     failed = True
     try:
-        result = carried.context.run(_invoke, fn, args, kwargs, carried.language)
+        result = carried.context.run(_invoke, fn, args, kwargs, carried.language, name)
         failed = False
         return result
     finally:
         _state.depth = depth
         if close and depth == 0:
             if reuse and not failed:
-                release_connections(task_name(fn))
+                release_connections(name)
             else:
-                close_connections(task_name(fn))
+                close_connections(name)
+
+
+def run_into(
+    future: concurrent.futures.Future[Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    carried: Carried,
+    *,
+    close: bool = True,
+    reuse: bool = False,
+) -> BaseException | None:
+    """Run a task with :func:`run_task` in the calling thread and settle ``future``.
+
+    Does nothing when the Future was cancelled before it started. Returns the
+    exception the task raised (already set on the Future and logged), or None.
+    """
+    if not future.set_running_or_notify_cancel():
+        return None
+    try:
+        result = run_task(fn, args, kwargs, carried, close=close, reuse=reuse)
+    except BaseException as exc:
+        future.set_exception(exc)
+        return exc
+    future.set_result(result)
+    return None
 
 
 def in_task() -> bool:

@@ -16,23 +16,24 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import logging
 import os
 import threading
 import traceback
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from djthreads import _taskqueue
+from djthreads._dispatch import hold_until_commit, in_transaction
 from djthreads._run import capture
 from djthreads._tasks_compat import (
     AnyTask,
@@ -218,31 +219,6 @@ def _rolled_back(results: _Results, result_id: str, name: str) -> None:
     logger.info("task=%s id=%s dropped: its transaction rolled back", name, result_id)
 
 
-class _OnCommit:
-    """The ``transaction.on_commit`` callback holding an enqueued task.
-
-    Django drops its callbacks on rollback; then this object's finalizer
-    removes the task's result, as a rollback would remove a database row.
-    """
-
-    __slots__ = ("__weakref__", "backend", "carried", "finalizer", "job")
-
-    def __init__(self, backend: ThreadPoolBackend, job: _Job, carried: Any) -> None:
-        self.backend = backend
-        self.job = job
-        self.carried = carried
-        self.finalizer = weakref.finalize(self, _rolled_back, job.results, job.record.id, job.name)
-
-    def __call__(self) -> None:
-        # Runs in the committing thread, after the commit.
-        self.finalizer.detach()
-        try:
-            self.backend._queue(self.job, self.carried)
-        except Exception as exc:
-            # Raising here would fail the code after the user's commit.
-            self.job.not_started(exc)
-
-
 class ThreadPoolBackend(BaseTaskBackend):
     """Run Django Tasks in this process, on the djthreads default pool.
 
@@ -302,8 +278,14 @@ class ThreadPoolBackend(BaseTaskBackend):
         snapshot = _snapshot(record)
         carried = capture()
         using = options["USING"]
-        if on_commit and connections[using].in_atomic_block:
-            transaction.on_commit(_OnCommit(self, job, carried), using=using)
+        if in_transaction(on_commit, using):
+            # On rollback the task never runs and its result disappears, as a
+            # database row would.
+            hold_until_commit(
+                using,
+                functools.partial(self._queue_after_commit, job, carried),
+                functools.partial(_rolled_back, results, record.id, job.name),
+            )
         else:
             try:
                 self._queue(job, carried)
@@ -312,6 +294,14 @@ class ThreadPoolBackend(BaseTaskBackend):
                     results.records.pop(record.id, None)
                 raise
         return snapshot
+
+    def _queue_after_commit(self, job: _Job, carried: Any) -> None:
+        # Runs in the committing thread: raising would fail the code after the
+        # user's commit, so a refusal is recorded on the task instead.
+        try:
+            self._queue(job, carried)
+        except Exception as exc:
+            job.not_started(exc)
 
     def _queue(self, job: _Job, carried: Any) -> None:
         task_enqueued.send(sender=type(self), task_result=job.record)

@@ -58,28 +58,31 @@ class _Batch:
         # Runs in the worker that settled ``future``, before that worker takes
         # its next item: cancelling here means nothing queued behind the first
         # failure starts, even before the map thread wakes up.
-        if future.cancelled() or future.exception() is None:
-            return
+        if not future.cancelled() and future.exception() is not None:
+            self.stop(error=future)
+
+    def stopped(self) -> bool:
+        """True once an item failed or the map was stopped.
+
+        A method, not the attribute: workers set ``failed`` while the map
+        thread loops, and a type checker would narrow an attribute read.
+        """
+        return self.failed
+
+    def stop(self, error: concurrent.futures.Future[Any] | None = None) -> None:
+        """Cancel every item not started yet; the first failed item is kept.
+
+        Runs in a worker (``on_done``) or in the map thread. Setting ``failed``
+        and reading the window under one lock means a part the map thread
+        queues afterwards sees ``failed`` and is never submitted.
+        """
         with self.lock:
-            if self.failed:
-                return
             self.failed = True
-            self.error = future
+            if self.error is None:
+                self.error = error
             queued = [f for f, _ in self.window]
         for f in queued:
             f.cancel()  # a no-op on running and finished futures
-
-    def stopped(self) -> bool:
-        """True once an item failed (read again each time: workers set it)."""
-        return self.failed
-
-    def stop(self) -> None:
-        """Cancel every item not started yet (runs in the map thread)."""
-        with self.lock:
-            self.failed = True
-            queued = [f for f, _ in self.window]
-        for f in queued:
-            f.cancel()
 
 
 def _chunks(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -92,7 +95,7 @@ def _chunk_runner(fn: Callable[[T], R], batch: _Batch) -> Callable[[list[T]], li
     def run_chunk(chunk: list[T]) -> list[R]:
         results = []
         for item in chunk:
-            if batch.failed:
+            if batch.stopped():
                 break  # another chunk failed: its results are thrown away anyway
             results.append(fn(item))
         return results
@@ -173,7 +176,7 @@ def map(
     results: list[R] = []
     try:
         _run_all(executor, batch, call, parts, size, base, 2 * workers, results, bar)
-        if batch.failed:
+        if batch.stopped():
             _stop(batch, name)
     except BaseException:
         # The iterable raised, or the caller was interrupted: same as a failure.

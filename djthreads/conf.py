@@ -50,6 +50,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _boolean(values: Mapping[str, Any], key: str, check_id: str) -> list[tuple[str, str]]:
+    if isinstance(values[key], bool):
+        return []
+    return [(check_id, f"DJTHREADS[{key!r}] must be True or False, got {values[key]!r}.")]
+
+
 def validate(raw: object) -> list[tuple[str, str]]:
     """Return ``(check id, message)`` for every problem in a ``DJTHREADS`` value."""
     if not isinstance(raw, Mapping):
@@ -84,13 +90,7 @@ def validate(raw: object) -> list[tuple[str, str]]:
                 f"DJTHREADS['ON_FULL'] must be 'block' or 'raise', got {values['ON_FULL']!r}.",
             )
         )
-    if not isinstance(values["ON_COMMIT"], bool):
-        errors.append(
-            (
-                "djthreads.E006",
-                f"DJTHREADS['ON_COMMIT'] must be True or False, got {values['ON_COMMIT']!r}.",
-            )
-        )
+    errors += _boolean(values, "ON_COMMIT", "djthreads.E006")
     timeout = values["SHUTDOWN_TIMEOUT"]
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
         errors.append(
@@ -108,21 +108,8 @@ def validate(raw: object) -> list[tuple[str, str]]:
                 f"DJTHREADS['THREAD_NAME_PREFIX'] must be a non-empty string, got {prefix!r}.",
             )
         )
-    if not isinstance(values["REUSE_CONNECTIONS"], bool):
-        errors.append(
-            (
-                "djthreads.E010",
-                "DJTHREADS['REUSE_CONNECTIONS'] must be True or False, "
-                f"got {values['REUSE_CONNECTIONS']!r}.",
-            )
-        )
-    if not isinstance(values["EAGER"], bool):
-        errors.append(
-            (
-                "djthreads.E009",
-                f"DJTHREADS['EAGER'] must be True or False, got {values['EAGER']!r}.",
-            )
-        )
+    errors += _boolean(values, "REUSE_CONNECTIONS", "djthreads.E010")
+    errors += _boolean(values, "EAGER", "djthreads.E009")
     return errors
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from djthreads._run import Carried, capture, close_connections, run_task, task_name
+from djthreads._run import Carried, capture, close_connections, run_into, task_name
 from djthreads.exceptions import QueueFullError
 
 logger = logging.getLogger("djthreads")
@@ -49,16 +49,9 @@ class _WorkItem:
 
     def run(self, reuse: bool) -> None:
         """Run in the calling thread and settle the Future (no-op if cancelled)."""
-        if not self.future.set_running_or_notify_cancel():
-            return
-        try:
-            result = run_task(self.fn, self.args, self.kwargs, self.carried, reuse=reuse)
-        except BaseException as exc:
-            self.future.set_exception(exc)
-            # Break the reference cycle exception -> traceback -> frame -> exc.
-            del exc
-        else:
-            self.future.set_result(result)
+        # The returned exception is on the Future already; not keeping it here
+        # avoids the cycle exception -> traceback -> this frame.
+        run_into(self.future, self.fn, self.args, self.kwargs, self.carried, reuse=reuse)
 
 
 class DjangoExecutor(concurrent.futures.Executor):

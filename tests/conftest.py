@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -85,3 +88,33 @@ def settled_connections(expected: int = 0, timeout: float = 15.0) -> int:
         if count == expected or time.monotonic() > deadline:
             return count
         threading.Event().wait(0.02)
+
+
+def run_exiting_child(script: str, *args: str, timeout: float = 40.0) -> tuple[int, str, str]:
+    """Run ``tests/<script>`` and return (returncode, stdout after its first line, stderr).
+
+    The child prints "main thread done" when its main thread returns; "go" on
+    its stdin then releases a task while the interpreter is already exiting.
+    ``timeout`` bounds the test: a child whose exit hangs is killed and fails.
+    """
+    path = Path(__file__).with_name(script)
+    child = subprocess.Popen(
+        [sys.executable, str(path), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=path.parent.parent,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        assert child.stdout.readline() == "main thread done\n"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        out, err = child.communicate(timeout=timeout)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=10)
+    return child.returncode, out, err

@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +29,13 @@ from djthreads._tasks_compat import (
 from djthreads.backends import ThreadPoolBackend
 from tests import backend_tasks as bt
 from tests.backend_tasks import Finished
-from tests.conftest import held_connections, postgres_only, settled_connections, uses_pool
+from tests.conftest import (
+    held_connections,
+    postgres_only,
+    run_exiting_child,
+    settled_connections,
+    uses_pool,
+)
 from tests.models import Item
 from tests.tasks import request_id
 
@@ -367,28 +370,10 @@ def test_no_connection_left_after_1000_tasks(finished: Finished) -> None:
 
 
 def test_exit_runs_queued_tasks_and_names_the_deferred_ones() -> None:
-    child_script = Path(__file__).with_name("backend_exit_child.py")
-    child = subprocess.Popen(
-        [sys.executable, str(child_script)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=child_script.parent.parent,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdin is not None
-        assert child.stdout.readline() == "main thread done\n"
-        # The interpreter is exiting now; "ready" still waits behind "gate".
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        out, err = child.communicate(timeout=40)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate(timeout=10)
-    assert child.returncode == 0, err
+    # After "main thread done" the interpreter is exiting; "ready" still
+    # waits behind "gate" until run_exiting_child sends "go".
+    returncode, out, err = run_exiting_child("backend_exit_child.py")
+    assert returncode == 0, err
     assert out == "gate done\nready ran\n"
     [warning] = [line for line in err.splitlines() if "never started" in line]
     assert warning.startswith("WARNING:djthreads.backends:exit: tasks=['__main__.later']")
