@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite across the matrix: each venv on SQLite and PostgreSQL
 # (psycopg2), and the psycopg 3 venvs on Django's connection pool.
+# DJTHREADS_RUN_PREFIX names the databases, so two checkouts can run the suite at once.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +36,7 @@ for run in "${runs[@]}"; do
     continue
   fi
   echo "=== $venv $module ==="
-  if ! DJANGO_SETTINGS_MODULE=$module DJTHREADS_PG_NAME="djthreads_${venv//-/_}_${module##*_}" \
+  if ! DJANGO_SETTINGS_MODULE=$module DJTHREADS_PG_NAME="${DJTHREADS_RUN_PREFIX:-djthreads}_${venv//-/_}_${module##*_}" \
       ".venv/$venv/bin/python" -m pytest -q "${PYTEST_ARGS[@]}"; then
     failed+=("$venv $module")
   fi
