@@ -14,6 +14,8 @@ INSTALLED_APPS.append("example.harvest")
 # django-tasks-db's table, for tests/test_tasks_db.py (.ci/venv.sh installs it).
 if importlib.util.find_spec("django_tasks_db") is not None:
     INSTALLED_APPS.append("django_tasks_db")
+    # DurableBackend's lease table, for tests/test_durable.py.
+    INSTALLED_APPS.append("djthreads.durable")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("fr", "French"), ("de", "German")]

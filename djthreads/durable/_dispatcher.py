@@ -1,0 +1,460 @@
+"""Claim durable tasks as pool workers free up, and run them on the default pool.
+
+One dispatcher thread per DurableBackend alias per process. It claims rows the
+way ``db_worker`` does (``SELECT … FOR UPDATE SKIP LOCKED`` in a transaction,
+then the row's ``claim()``), but only as many as this process can run at once
+(DJTHREADS['MAX_WORKERS'] minus the ones it runs already), so a row is never
+RUNNING while it waits for a thread: what this process cannot start now stays
+READY for any other process or ``db_worker``. It claims when:
+
+- a task enqueued in this process commits (``DurableBackend.enqueue`` wakes it
+  through ``transaction.on_commit``; a rollback never wakes it);
+- a pool worker of its own frees up and the last claim filled every slot;
+- a deferred task enqueued here comes due;
+- ``POLL_INTERVAL`` seconds passed (tasks enqueued elsewhere, due ``run_after``
+  of others, READY rows left by a process that exited).
+
+The dispatcher keeps its database connection while tasks of its own run and
+closes it when it goes idle. State is per process: a forked child starts none
+and gets a new worker id; at interpreter exit ``stop_all`` runs (see there).
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import datetime
+import functools
+import heapq
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from django.core.signals import setting_changed
+from django.db import OperationalError, connections, router, transaction
+from django.dispatch import receiver
+from django.utils import timezone
+
+from djthreads._default import get_executor
+from djthreads._run import capture, close_connections, release_connections
+from djthreads.conf import get_settings
+from djthreads.durable._job import Job, fail_if_running, write_outcomes
+from djthreads.durable._lease import Lease, lost_error, new_worker_id
+
+if TYPE_CHECKING:
+    from django_tasks_db.models import DBTaskResult
+
+    Row = DBTaskResult[..., Any]
+
+logger = logging.getLogger("djthreads.durable")
+
+_lock = threading.Lock()  # guards _dispatchers, _lease, _worker_id and _on_request
+_dispatchers: dict[str, Dispatcher] = {}
+_lease: Lease | None = None
+_worker_id = new_worker_id()
+_on_request = False  # start_on_request() already looked at TASKS in this process
+
+
+class Dispatcher:
+    """The claiming thread of one alias; see the module docstring."""
+
+    def __init__(self, alias: str, sender: type, lease: Lease, *, poll: float) -> None:
+        self.alias = alias
+        self.sender = sender
+        self.lease = lease
+        self.poll = poll
+        self.queues: list[str] = []  # empty: every queue
+        self._changed = threading.Condition()  # guards everything below
+        self._dirty = True  # rows may be claimable: claim at the next free worker
+        self._claiming = True  # False once stopping: outcomes are still written
+        self._closed = False  # the thread has nothing left to do and ends
+        self._next_poll = 0.0
+        self._retry_at = 0.0  # after a failed round, outcomes wait until then
+        self._due: list[datetime.datetime] = []  # run_after of deferred tasks enqueued here
+        self._running: dict[str, Job] = {}  # claimed by this dispatcher, not finished
+        self._outcomes: list[Job] = []  # finished, outcome not written yet
+        self._error: str | None = None  # the last failure logged, so it is logged once
+        self._thread = threading.Thread(
+            name=f"djthreads-durable-{alias}", target=self._run, daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self, run_after: datetime.datetime | None) -> None:
+        """Note a task enqueued here (runs in the committing thread, after the commit)."""
+        with self._changed:
+            if run_after is not None and run_after > timezone.now():
+                heapq.heappush(self._due, run_after)
+            else:
+                self._dirty = True
+            self._changed.notify_all()
+
+    def ready(self, job: Job) -> bool:
+        """Take a finished job's outcome for the next round (the pool worker's thread).
+
+        Returns False when the dispatcher thread is gone: no one will write it.
+        """
+        with self._changed:
+            if not self._thread.is_alive():
+                return False
+            self._outcomes.append(job)
+            self._changed.notify_all()
+            return True
+
+    def _run(self) -> None:
+        """The dispatcher thread: wait for work and free workers, write and claim."""
+        # Never claim without a lease: a crash would leave RUNNING rows no
+        # reaper could tell from live ones.
+        while not self.lease.registered.wait(0.05):
+            with self._changed:
+                if self._closed:
+                    return
+        try:
+            while (work := self._next_round()) is not None:
+                self._round(*work)
+        finally:
+            with self._changed:
+                left, self._outcomes = self._outcomes, []
+            for job in left:  # never leave a worker waiting
+                job.written.set()
+            close_connections("djthreads durable dispatcher")
+
+    def _next_round(self) -> tuple[list[Job], int] | None:
+        """Block until there are outcomes to write or rows to claim for free workers.
+
+        Returns (the outcomes, how many rows to claim), or None once closed.
+        Free workers are the default pool's workers that are neither running
+        nor about to run anything (this dispatcher's tasks or other work),
+        plus those whose task's outcome is in this round.
+        """
+        with self._changed:
+            while not self._closed:
+                now = time.monotonic()
+                if now >= self._next_poll:
+                    self._dirty = True
+                    self._next_poll = now + self.poll
+                wall = timezone.now()
+                while self._due and self._due[0] <= wall:
+                    heapq.heappop(self._due)
+                    self._dirty = True
+                outcomes = self._outcomes if now >= self._retry_at else []
+                free = 0
+                if self._claiming and self._dirty:
+                    free = _free_workers() + sum(1 for job in outcomes if job.waiting)
+                if outcomes or free > 0:
+                    self._outcomes = [job for job in self._outcomes if job not in outcomes]
+                    if free > 0:
+                        # Cleared before the claim, so a commit during it wakes us again.
+                        self._dirty = False
+                    return outcomes, free
+                timeout = self._next_poll - now
+                if self._due:
+                    timeout = min(timeout, (self._due[0] - wall).total_seconds())
+                if self._outcomes:
+                    timeout = min(timeout, self._retry_at - now)
+                self._changed.wait(max(timeout, 0.001))
+            return None
+
+    def _round(self, outcomes: list[Job], free: int) -> None:
+        """Write outcomes and claim up to ``free`` rows in one transaction, then act on it."""
+        try:
+            rows = self._write_and_claim(outcomes, free)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self._error:
+                logger.exception(
+                    "durable backend=%s cannot reach its tasks' table (is the database up "
+                    "and 'python manage.py migrate' run?); retrying every %.1fs",
+                    self.alias,
+                    self.poll,
+                )
+            self._error = message
+            close_connections("djthreads durable dispatcher")
+            with self._changed:
+                # The outcomes wait for the next try; their workers go on.
+                self._outcomes[:0] = outcomes
+                self._retry_at = time.monotonic() + self.poll
+                self._dirty = True
+            for job in outcomes:
+                job.written.set()
+            return
+        self._error = None
+        for job in outcomes:
+            job.written.set()
+        for row in rows or ():
+            self._submit(row)
+        with self._changed:
+            if rows is None or (free > 0 and len(rows) == free):
+                # Busy, or all asked for came back: there may be more, so
+                # claim again as soon as a worker is free.
+                self._dirty = True
+            idle = not self._running and not self._dirty and not self._outcomes
+        if idle:
+            _release_connection()
+
+    def _write_and_claim(self, outcomes: list[Job], limit: int) -> list[Row] | None:
+        """Write ``outcomes``, claim up to ``limit`` READY rows as db_worker does.
+
+        Returns the claimed rows, or None when SQLite's database-wide lock
+        stayed taken (another process is writing): the caller tries again.
+        """
+        from django_tasks_db.models import DBTaskResult
+        from django_tasks_db.utils import exclusive_transaction, is_locked_database_exception
+
+        using = router.db_for_write(DBTaskResult)
+        rows = DBTaskResult.objects.using(using).ready().filter(backend_name=self.alias)
+        if self.queues:
+            rows = rows.filter(queue_name__in=self.queues)
+        claimed: list[Row] = []
+        try:
+            with exclusive_transaction(using):
+                if outcomes:
+                    write_outcomes(outcomes, using)
+                elif connections[using].vendor == "postgresql":
+                    # A claim alone need not wait for the disk: a claim lost
+                    # in a PostgreSQL crash leaves its task READY, to run
+                    # again. Outcomes are always committed synchronously.
+                    with connections[using].cursor() as cursor:
+                        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+                if limit > 0:
+                    claimed = list(rows.select_for_update(skip_locked=True)[:limit])
+                    for row in claimed:
+                        row.claim(self.lease.worker_id)
+        except OperationalError as exc:
+            if is_locked_database_exception(exc) and not outcomes:
+                return None
+            raise
+        for row in claimed:
+            logger.debug("task=%s id=%s claimed", row.task_path, row.id)
+        return claimed
+
+    def _submit(self, row: Row) -> None:
+        job = Job(row, self.sender, self.ready)
+        with self._changed:
+            self._running[job.id] = job
+        job.future.add_done_callback(functools.partial(self._finished, job))
+        try:
+            # A fresh context: a durable task may run in any process, so it
+            # gets nothing from whoever enqueued it but its arguments.
+            get_executor().submit_future(job.future, job, (), {}, capture())
+        except Exception as exc:
+            # The pool is full of other work (ON_FULL="raise") or shut down:
+            # hand the row back for whoever has room.
+            logger.warning("task=%s id=%s not started here: %s", job.name, job.id, exc)
+            job.future.cancel()
+
+    def _finished(self, job: Job, future: concurrent.futures.Future[None]) -> None:
+        # Runs in the pool worker after the task (its connections closed), or
+        # in the thread that cancelled the Future before the task started.
+        if future.cancelled():
+            job.hand_back()
+        with self._changed:
+            self._running.pop(job.id, None)
+            self._changed.notify_all()
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more; outcomes of running tasks are still written (any thread)."""
+        with self._changed:
+            self._claiming = False
+            self._changed.notify_all()
+
+    def drain(self, deadline: float, timeout: float) -> tuple[list[Job], list[Job]]:
+        """Wait for running tasks until ``deadline``; settle the rest (caller's thread).
+
+        Returns (handed back READY: claimed but never started, marked FAILED:
+        still running). The dispatcher thread ends after the last write.
+        """
+        with self._changed:
+            self._changed.wait_for(
+                lambda: not self._running and not self._outcomes,
+                max(0.0, deadline - time.monotonic()),
+            )
+            left = list(self._running.values())
+            self._closed = True
+            self._changed.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 5.0)
+        handed_back, failed = [], []
+        for job in left:
+            if job.future.cancel():  # never started; _finished hands it back
+                handed_back.append(job)
+            else:
+                failed.append(job)
+                why = (
+                    "exited while the task was still running after "
+                    f"DJTHREADS['SHUTDOWN_TIMEOUT'] ({timeout:g} s)"
+                )
+                fail_if_running(job.row, lost_error(self.lease.worker_id, why))
+        return handed_back, failed
+
+    def waiting(self) -> tuple[int, list[str]]:
+        """Count the READY rows of this alias and name the first 10 (caller's thread)."""
+        from django_tasks_db.models import DBTaskResult
+
+        rows = DBTaskResult.objects.filter(status="READY", backend_name=self.alias)
+        count = rows.count()
+        names = [f"{path} id={pk}" for pk, path in rows.values_list("id", "task_path")[:10]]
+        return count, names
+
+
+def _release_connection() -> None:
+    # Idle: the dispatcher's connection follows the pool workers' rule, so it
+    # is closed unless DJTHREADS['REUSE_CONNECTIONS'] (and CONN_MAX_AGE) keep it.
+    try:
+        reuse = get_settings().REUSE_CONNECTIONS
+    except Exception:
+        reuse = False
+    if reuse:
+        release_connections("djthreads durable dispatcher")
+    else:
+        close_connections("djthreads durable dispatcher")
+
+
+def _free_workers() -> int:
+    """Default-pool workers neither running nor about to run a task (any thread)."""
+    try:
+        executor = get_executor()
+    except Exception:
+        # Bad DJTHREADS: the error is logged by whoever submits; claim nothing.
+        return 0
+    # A done Future's item is leaving the pool: its worker is free already.
+    busy = sum(1 for future in executor.pending() if not future.done())
+    return executor.max_workers - busy
+
+
+def ensure_started(alias: str, sender: type, options: dict[str, Any], queues: set[str]) -> None:
+    """Start ``alias``'s dispatcher (and this process's lease) unless it runs already."""
+    global _lease
+    if alias in _dispatchers:
+        return
+    with _lock:
+        if alias in _dispatchers:
+            return
+        if _lease is None:
+            _lease = Lease(_worker_id, options["LEASE_TIMEOUT"])
+            _lease.start()
+        dispatcher = Dispatcher(alias, sender, _lease, poll=options["POLL_INTERVAL"])
+        dispatcher.queues = sorted(queues)
+        _dispatchers[alias] = dispatcher
+        dispatcher.start()
+    logger.debug("durable backend=%s dispatcher started worker=%s", alias, _worker_id)
+
+
+def wake(alias: str, run_after: datetime.datetime | None) -> None:
+    """Tell ``alias``'s dispatcher a task committed (the committing thread)."""
+    dispatcher = _dispatchers.get(alias)
+    if dispatcher is not None:
+        dispatcher.wake(run_after)
+
+
+def start_all() -> None:
+    """Start the dispatcher of every durable backend in TASKS with RUN_TASKS on."""
+    from django.conf import settings
+
+    from djthreads._tasks_compat import task_backends
+    from djthreads.durable.backend import DurableBackend
+
+    for alias in getattr(settings, "TASKS", {}):
+        backend = task_backends[alias]
+        if isinstance(backend, DurableBackend):
+            backend.start()
+
+
+def start_on_request(**kwargs: Any) -> None:
+    """request_started receiver: the first request of a process starts its dispatchers."""
+    global _on_request
+    if _on_request:
+        return
+    with _lock:
+        first, _on_request = not _on_request, True
+    if first:
+        start_all()
+
+
+def stop_all(timeout: float | None = None) -> None:
+    """Stop every dispatcher of this process; see ``djthreads.durable.stop_workers``."""
+    global _lease
+    with _lock:
+        dispatchers = list(_dispatchers.values())
+        _dispatchers.clear()
+        lease, _lease = _lease, None
+    if lease is None:
+        return
+    if timeout is None:
+        try:
+            timeout = get_settings().SHUTDOWN_TIMEOUT
+        except Exception:
+            timeout = 0.0
+    deadline = time.monotonic() + timeout
+    for dispatcher in dispatchers:
+        dispatcher.stop_claiming()
+    for dispatcher in dispatchers:
+        try:
+            _settle(dispatcher, deadline, timeout)
+        except Exception:
+            logger.exception("durable backend=%s could not settle its tasks", dispatcher.alias)
+    lease.stop(max(0.0, deadline - time.monotonic()))
+    close_connections("djthreads durable stop")
+
+
+def _settle(dispatcher: Dispatcher, deadline: float, timeout: float) -> None:
+    handed_back, failed = dispatcher.drain(deadline, timeout)
+    if failed:
+        logger.warning(
+            "stop: durable backend=%s tasks=%s still running after SHUTDOWN_TIMEOUT=%gs: "
+            "marked FAILED (WorkerLostError)",
+            dispatcher.alias,
+            [f"{job.name} id={job.id}" for job in failed],
+            timeout,
+        )
+    count, names = dispatcher.waiting()
+    if count:
+        more = f" and {count - len(names)} more" if count > len(names) else ""
+        logger.warning(
+            "stop: durable backend=%s left %d task(s) READY for the next process or a "
+            "db_worker (%d handed back unstarted): %s%s",
+            dispatcher.alias,
+            count,
+            len(handed_back),
+            ", ".join(names),
+            more,
+        )
+
+
+@receiver(setting_changed)
+def _stop_on_settings_change(*, setting: str, **kwargs: Any) -> None:
+    # New TASKS build new backends: the old dispatchers stop (their running
+    # tasks finish) and the next enqueue, request or start_workers() starts anew.
+    global _on_request
+    if setting == "TASKS":
+        stop_all()
+        _on_request = False
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    # Registered after djthreads._default's handler, so it runs first (atexit
+    # is last in, first out) while the pool still runs what we handed it.
+    stop_all()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's threads do not exist in the child and its lock may have
+    # been held: start empty, under a worker id of the child's own.
+    global _lock, _dispatchers, _lease, _worker_id, _on_request
+    _lock = threading.Lock()
+    _dispatchers = {}
+    _lease = None
+    _worker_id = new_worker_id()
+    _on_request = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def on_commit_wake(alias: str, run_after: datetime.datetime | None, using: str) -> None:
+    """Wake ``alias``'s dispatcher when ``using``'s transaction commits (at once outside one)."""
+    transaction.on_commit(functools.partial(wake, alias, run_after), using=using)

@@ -1,0 +1,200 @@
+"""One claimed durable task: run in a pool worker, outcome written by the dispatcher."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.db import DatabaseError, InterfaceError, OperationalError, router, transaction
+
+from djthreads._tasks_compat import TaskContext, normalize_json, task_finished, task_started
+
+if TYPE_CHECKING:
+    from django_tasks_db.models import DBTaskResult
+
+    Row = DBTaskResult[..., Any]
+
+logger = logging.getLogger("djthreads.durable")
+
+LOST = "djthreads.durable.WorkerLostError"
+
+
+class Job:
+    """A row this process claimed, from the claim until its outcome is in the database.
+
+    The dispatcher submits the Job itself to the default pool, so it runs
+    inside ``run_task``: in a fresh context, with djthreads' signals, and with
+    the worker's connections closed (or kept, under REUSE_CONNECTIONS) after
+    it. The worker does not write the outcome: it hands it to the dispatcher
+    (``ready``), which writes the outcomes of every task that finished
+    meanwhile in one transaction with its next claim, and waits for that
+    commit, so ``task_finished`` is sent, from the worker, once the row says
+    so.
+    """
+
+    def __init__(self, row: Row, sender: type, ready: Callable[[Job], bool]) -> None:
+        self.row = row
+        self.sender = sender  # the backend class, sender of Django's task signals
+        self.ready = ready  # hands the outcome over; False when no one will write it
+        self.id = str(row.id)
+        self.name = row.task_path
+        self.future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.waiting = False  # the worker waits for the write (its slot frees after it)
+        self.written = threading.Event()
+        # run_task() and the pool name tasks by __module__/__qualname__.
+        module, _, qualname = row.task_path.rpartition(".")
+        self.__module__ = module
+        self.__qualname__ = qualname
+
+    def __call__(self) -> None:
+        """Run the task in this pool worker; its outcome becomes SUCCESSFUL or FAILED.
+
+        As in ``db_worker``: the return value is stored as JSON (a value that is
+        not JSON fails the task), any exception fails the task with its class
+        path and traceback, and Django's ``task_started``/``task_finished`` are
+        sent (``task_finished`` inside the handler, so Django's receiver logs
+        a failure at ERROR with its traceback). A coroutine task runs to
+        completion through ``async_to_sync`` (``Task.call``), in this worker.
+        """
+        row = self.row
+        try:
+            task = row.task
+            result = row.task_result
+        except Exception as exc:
+            # The function is gone or the path no longer names a Task.
+            logger.exception("task=%s id=%s cannot be loaded: marked FAILED", self.name, self.id)
+            self.error = exc
+            self._hand_over()
+            return
+        logger.debug("task=%s id=%s started", self.name, self.id)
+        task_started.send(sender=self.sender, task_result=result)
+        try:
+            if task.takes_context:
+                value = task.call(TaskContext(task_result=result), *result.args, **result.kwargs)
+            else:
+                value = task.call(*result.args, **result.kwargs)
+            self.value = normalize_json(value)
+        except BaseException as exc:
+            self.error = exc
+            self._hand_over()
+            # Inside the handler, as Django does: its receiver logs the failure
+            # at ERROR with this exception's traceback.
+            task_finished.send(sender=self.sender, task_result=row.task_result)
+        else:
+            self._hand_over()
+            task_finished.send(sender=self.sender, task_result=row.task_result)
+        logger.debug("task=%s id=%s finished status=%s", self.name, self.id, row.status)
+
+    def _hand_over(self) -> None:
+        self.waiting = True
+        if self.ready(self):
+            self.written.wait()
+        self.waiting = False
+
+    def write(self) -> None:
+        """Record the outcome on the row (the dispatcher's thread, in its transaction)."""
+        if self.error is None:
+            self.row.set_successful(self.value)
+        else:
+            self.row.set_failed(self.error)
+
+    def refused(self, exc: DatabaseError) -> None:
+        """Fail the task with the database's refusal of its outcome (dispatcher's thread)."""
+        logger.error("task=%s id=%s outcome refused by the database: %s", self.name, self.id, exc)
+        self.error = RuntimeError(
+            f"The outcome of task {self.name} could not be stored: the database refused it "
+            f"({type(exc).__name__}: {exc})."
+        )
+        self.row.set_failed(self.error)
+
+    def hand_back(self) -> None:
+        """Make the row READY again: it was claimed here but never started."""
+        from django_tasks_db.models import DBTaskResult
+
+        try:
+            DBTaskResult.objects.filter(pk=self.row.pk, status="RUNNING").update(
+                status="READY", started_at=None
+            )
+        except Exception:
+            logger.exception("task=%s id=%s could not be handed back READY", self.name, self.id)
+        else:
+            logger.debug("task=%s id=%s handed back READY", self.name, self.id)
+
+
+def write_outcomes(jobs: list[Job], using: str) -> list[Job]:
+    """Write the outcomes of ``jobs`` whose rows are still theirs; return those written.
+
+    Runs inside the caller's transaction. A row is still a job's while it is
+    RUNNING, or FAILED as lost (a reaper that gave up on a stalled process:
+    the real outcome replaces that guess). A row READY again was handed back
+    or lost its claim in a database crash; another claimer runs it.
+    """
+    from django.db.models import Q
+    from django_tasks_db.models import DBTaskResult
+
+    ids = [job.row.pk for job in jobs]
+    still_ours = set(
+        DBTaskResult.objects.using(using)
+        .select_for_update()
+        .filter(Q(status="RUNNING") | Q(status="FAILED", exception_class_path=LOST), pk__in=ids)
+        .values_list("pk", flat=True)
+    )
+    mine = [job for job in jobs if job.row.pk in still_ours]
+    for job in jobs:
+        if job.row.pk not in still_ours:
+            logger.warning(
+                "task=%s id=%s outcome dropped: the row is no longer this process's",
+                job.name,
+                job.id,
+            )
+    try:
+        # One savepoint for all: a value or error text the database refuses
+        # (say, a NUL character on PostgreSQL) must not abort the claim and
+        # the other outcomes that share the transaction.
+        with transaction.atomic(using=using):
+            for job in mine:
+                job.write()
+    except (OperationalError, InterfaceError):
+        raise  # the connection is gone: the whole round is tried again
+    except DatabaseError:
+        # Find the refused ones: one savepoint each, this time.
+        for job in mine:
+            try:
+                with transaction.atomic(using=using):
+                    job.write()
+            except (OperationalError, InterfaceError):
+                raise
+            except DatabaseError as exc:
+                with transaction.atomic(using=using):
+                    job.refused(exc)
+    return mine
+
+
+def fail_if_running(row: Row, error: BaseException) -> bool:
+    """Mark ``row`` FAILED with ``error`` unless it finished meanwhile; True if marked.
+
+    Runs in the caller's thread. Locks the row first, so an outcome written at
+    the same moment is not replaced.
+    """
+    from django_tasks_db.models import DBTaskResult
+    from django_tasks_db.utils import exclusive_transaction
+
+    try:
+        with exclusive_transaction(router.db_for_write(DBTaskResult)):
+            current = (
+                DBTaskResult.objects.select_for_update()
+                .filter(pk=row.pk, status="RUNNING")
+                .first()
+            )
+            if current is None:
+                return False
+            current.set_failed(error)
+    except Exception:
+        logger.exception("task=%s id=%s could not be marked FAILED", row.task_path, row.id)
+        return False
+    return True
