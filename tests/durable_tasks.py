@@ -56,3 +56,9 @@ def record_after_stdin(key: str) -> str:
 def stuck(seconds: float) -> None:
     """Run far longer than the shutdown timeout of the child that runs it."""
     threading.Event().wait(seconds)
+
+
+@task
+def nul() -> str:
+    """Return text PostgreSQL's jsonb refuses (a NUL character)."""
+    return "a\x00b"

@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.core.signals import request_started
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count
-from django.test import override_settings
+from django.test import RequestFactory, modify_settings, override_settings
 from django.utils import timezone
 
 from djthreads import signals as djthreads_signals
@@ -27,7 +28,10 @@ django_tasks_db = pytest.importorskip("django_tasks_db")
 
 from django_tasks_db.models import DBTaskResult  # noqa: E402
 
+import djthreads.durable  # noqa: E402
 from djthreads.durable import DurableBackend  # noqa: E402
+from djthreads.durable._job import Job  # noqa: E402
+from djthreads.durable.models import WorkerLease  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
 
@@ -47,6 +51,14 @@ def finished() -> Iterator[Finished]:
 def refreshed(result: AnyTaskResult) -> AnyTaskResult:
     result.refresh()
     return result
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Poll the database for ``condition`` until ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
+        threading.Event().wait(0.02)
 
 
 def value_of(result: AnyTaskResult) -> Any:
@@ -220,3 +232,172 @@ def test_run_tasks_off_only_enqueues_until_another_process_runs_it(finished: Fin
         request_started.send(sender=None)
         finished.wait([result])
     assert refreshed(result).return_value == 7
+
+
+@override_settings(TASKS=durable(POLL_INTERVAL=0.05, LEASE_TIMEOUT=0.4))
+def test_running_tasks_of_a_dead_process_are_failed_others_are_left() -> None:
+    WorkerLease.objects.create(
+        worker_id="djthreads:gone:1:dead",
+        hostname="gone",
+        pid=1,
+        expires_at=timezone.now() - datetime.timedelta(minutes=1),
+    )
+    WorkerLease.objects.create(
+        worker_id="djthreads:here:2:live",
+        hostname="here",
+        pid=2,
+        expires_at=timezone.now() + datetime.timedelta(hours=1),
+    )
+    with override_settings(TASKS=durable(RUN_TASKS=False)):
+        rows = {
+            claimer: DBTaskResult.objects.get(pk=dt.record.enqueue(claimer).id)
+            for claimer in ("djthreads:gone:1:dead", "djthreads:here:2:live", "db-worker-id")
+        }
+    for claimer, row in rows.items():
+        row.claim(claimer)
+    djthreads.durable.start_workers()  # its lease thread reaps
+
+    def lost() -> DBTaskResult[..., Any]:
+        return DBTaskResult.objects.get(pk=rows["djthreads:gone:1:dead"].pk)
+
+    wait_until(lambda: lost().status == "FAILED", "the dead process's task failed")
+    assert lost().exception_class_path == "djthreads.durable.WorkerLostError"
+    assert "djthreads:gone:1:dead" in lost().traceback
+    assert "will not run again" in lost().traceback
+    others = DBTaskResult.objects.exclude(pk=lost().pk)
+    assert set(others.values_list("status", flat=True)) == {"RUNNING"}
+    assert not WorkerLease.objects.filter(worker_id="djthreads:gone:1:dead").exists()
+    assert not Item.objects.exists()  # nothing ran again
+
+
+@override_settings(TASKS=durable(POLL_INTERVAL=0.05))
+def test_stop_workers_fails_a_task_past_the_timeout_until_its_real_outcome_arrives(
+    caplog: pytest.LogCaptureFixture, finished: Finished
+) -> None:
+    bt.gates["stop"] = threading.Event()
+    bt.started["stop"] = threading.Event()
+    try:
+        held = bt.hold.enqueue("stop")
+        assert bt.started["stop"].wait(10)
+        later = bt.add.using(run_after=timezone.now() + datetime.timedelta(hours=1)).enqueue(1, 2)
+        with caplog.at_level(logging.WARNING, logger="djthreads.durable"):
+            djthreads.durable.stop_workers(timeout=0.1)
+        row = DBTaskResult.objects.get(pk=held.id)
+        assert row.status == "FAILED"
+        assert row.exception_class_path == "djthreads.durable.WorkerLostError"
+        assert "SHUTDOWN_TIMEOUT" in row.traceback
+        assert f"tests.backend_tasks.hold id={held.id}" in caplog.text
+        assert "left 1 task(s) READY" in caplog.text
+        assert f"tests.backend_tasks.add id={later.id}" in caplog.text
+    finally:
+        bt.gates["stop"].set()
+    # The task did finish after all: its outcome replaces the guess.
+    finished.wait([held])
+    wait_until(
+        lambda: DBTaskResult.objects.get(pk=held.id).status == "SUCCESSFUL",
+        "the real outcome written",
+    )
+    assert value_of(held) == "stop"
+    assert refreshed(later).status == TaskResultStatus.READY
+
+
+@override_settings(TASKS=durable(RUN_TASKS=False))
+def test_a_claimed_row_that_never_started_is_handed_back_ready() -> None:
+    row = DBTaskResult.objects.get(pk=bt.add.enqueue(1, 1).id)
+    row.claim("djthreads:here:3:claimer")
+    Job(row, DurableBackend, lambda job: False).hand_back()
+    row.refresh_from_db()
+    assert row.status == "READY"
+    assert row.started_at is None
+
+
+@postgres_only
+@override_settings(TASKS=durable(POLL_INTERVAL=0.05))
+def test_an_outcome_the_database_refuses_fails_the_task_with_its_reason(
+    finished: Finished,
+) -> None:
+    refused = dt.nul.enqueue()
+    fine = bt.add.enqueue(1, 2)  # may share the refused one's transaction
+    finished.wait([refused, fine])
+    wait_until(lambda: refreshed(fine).status == TaskResultStatus.SUCCESSFUL, "the other one")
+    result = refreshed(refused)
+    assert result.status == TaskResultStatus.FAILED
+    assert "could not be stored: the database refused it" in result.errors[0].traceback
+    assert value_of(fine) == 3
+
+
+@postgres_only
+@override_settings(TASKS=durable(POLL_INTERVAL=0.05))
+def test_an_outcome_not_written_while_the_database_fails_is_written_later(
+    finished: Finished,
+) -> None:
+    table = DBTaskResult._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE durable_outage (x int)")
+        cursor.execute(
+            "CREATE FUNCTION durable_outage() RETURNS trigger AS $$ BEGIN "
+            "IF EXISTS (SELECT 1 FROM durable_outage) THEN "
+            "RAISE EXCEPTION 'outage' USING ERRCODE = '53000'; END IF; "  # an OperationalError
+            "RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER durable_outage BEFORE UPDATE ON {table} FOR EACH ROW "
+            "WHEN (NEW.status = 'SUCCESSFUL') EXECUTE FUNCTION durable_outage()"
+        )
+        cursor.execute("INSERT INTO durable_outage VALUES (1)")
+    try:
+        result = bt.add.enqueue(20, 22)
+        finished.wait([result])
+        assert DBTaskResult.objects.get(pk=result.id).status == "RUNNING"
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM durable_outage")
+        wait_until(
+            lambda: DBTaskResult.objects.get(pk=result.id).status == "SUCCESSFUL",
+            "the outcome written once the database took it",
+        )
+        assert value_of(result) == 42
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER IF EXISTS durable_outage ON {table}")
+            cursor.execute("DROP FUNCTION IF EXISTS durable_outage()")
+            cursor.execute("DROP TABLE IF EXISTS durable_outage")
+
+
+ADMIN_APPS = ["django.contrib.auth", "django.contrib.admin", "django.contrib.messages"]
+
+
+@override_settings(TASKS=durable(POLL_INTERVAL=0.05))
+def test_the_admin_action_re_enqueues_failed_tasks_as_new_ones(finished: Finished) -> None:
+    failed = bt.fail.enqueue("again")
+    done = bt.add.enqueue(1, 1)
+    finished.wait([failed, done])
+    with modify_settings(INSTALLED_APPS={"append": ADMIN_APPS}):
+        from django.contrib import admin
+        from django.contrib.auth.models import AnonymousUser, User
+        from django.contrib.messages.storage.cookie import CookieStorage
+
+        from djthreads.durable.admin import DurableTaskResultAdmin
+
+        model_admin = admin.site._registry[DBTaskResult]
+        assert isinstance(model_admin, DurableTaskResultAdmin)
+        request = RequestFactory().post("/")
+        request.user = User(is_superuser=True, is_active=True)
+        request._messages = CookieStorage(request)  # type: ignore[attr-defined]
+        assert "requeue_failed_tasks" in model_admin.get_actions(request)
+        with Finished.connected() as again:
+            model_admin.requeue_failed_tasks(
+                request, DBTaskResult.objects.filter(pk__in=[failed.id, done.id])
+            )
+            notes = [str(message) for message in request._messages]  # type: ignore[attr-defined]
+            new = DBTaskResult.objects.exclude(pk__in=[failed.id, done.id]).get()
+            again.wait([new.task_result])
+        request.user = AnonymousUser()  # no "add" permission on tasks
+        assert "requeue_failed_tasks" not in model_admin.get_actions(request)
+    assert notes == [
+        f"Re-enqueued 1 failed task(s) as new tasks: {new.pk}",
+        f"Skipped: {done.id} is SUCCESSFUL, not FAILED.",
+    ]
+    assert new.task_path == "tests.backend_tasks.fail"
+    assert new.args_kwargs == {"args": ["again"], "kwargs": {}}
+    assert refreshed(failed).status == TaskResultStatus.FAILED  # the old row stays as it was
+    assert DBTaskResult.objects.get(pk=new.pk).status == "FAILED"  # it ran, and failed again

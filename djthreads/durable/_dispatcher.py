@@ -70,6 +70,7 @@ class Dispatcher:
         self._dirty = True  # rows may be claimable: claim at the next free worker
         self._claiming = True  # False once stopping: outcomes are still written
         self._closed = False  # the thread has nothing left to do and ends
+        self._accepting = True  # ready() takes outcomes; False once the thread ends
         self._next_poll = 0.0
         self._retry_at = 0.0  # after a failed round, outcomes wait until then
         self._due: list[datetime.datetime] = []  # run_after of deferred tasks enqueued here
@@ -95,10 +96,10 @@ class Dispatcher:
     def ready(self, job: Job) -> bool:
         """Take a finished job's outcome for the next round (the pool worker's thread).
 
-        Returns False when the dispatcher thread is gone: no one will write it.
+        Returns False when the dispatcher thread has ended: the caller writes it.
         """
         with self._changed:
-            if not self._thread.is_alive():
+            if not self._accepting:
                 return False
             self._outcomes.append(job)
             self._changed.notify_all()
@@ -117,6 +118,7 @@ class Dispatcher:
                 self._round(*work)
         finally:
             with self._changed:
+                self._accepting = False
                 left, self._outcomes = self._outcomes, []
             for job in left:  # never leave a worker waiting
                 job.written.set()
@@ -140,12 +142,14 @@ class Dispatcher:
                 while self._due and self._due[0] <= wall:
                     heapq.heappop(self._due)
                     self._dirty = True
-                outcomes = self._outcomes if now >= self._retry_at else []
+                # A copy: workers keep appending to self._outcomes meanwhile.
+                outcomes = list(self._outcomes) if now >= self._retry_at else []
                 free = 0
                 if self._claiming and self._dirty:
                     free = _free_workers() + sum(1 for job in outcomes if job.waiting)
                 if outcomes or free > 0:
-                    self._outcomes = [job for job in self._outcomes if job not in outcomes]
+                    if outcomes:
+                        self._outcomes.clear()
                     if free > 0:
                         # Cleared before the claim, so a commit during it wakes us again.
                         self._dirty = False

@@ -94,14 +94,29 @@ class Job:
         self.waiting = True
         if self.ready(self):
             self.written.wait()
+        else:
+            self._write_alone()
         self.waiting = False
+
+    def _write_alone(self) -> None:
+        # The dispatcher has stopped (the task outlived SHUTDOWN_TIMEOUT and
+        # was marked lost): its real outcome replaces that.
+        from django_tasks_db.models import DBTaskResult
+        from django_tasks_db.utils import exclusive_transaction
+
+        using = router.db_for_write(DBTaskResult)
+        try:
+            with exclusive_transaction(using):
+                write_outcomes([self], using)
+        except Exception:
+            logger.exception("task=%s id=%s outcome not saved", self.name, self.id)
 
     def write(self) -> None:
         """Record the outcome on the row (the dispatcher's thread, in its transaction)."""
         if self.error is None:
-            self.row.set_successful(self.value)
+            once(type(self.row).set_successful)(self.row, self.value)
         else:
-            self.row.set_failed(self.error)
+            once(type(self.row).set_failed)(self.row, self.error)
 
     def refused(self, exc: DatabaseError) -> None:
         """Fail the task with the database's refusal of its outcome (dispatcher's thread)."""
@@ -110,7 +125,7 @@ class Job:
             f"The outcome of task {self.name} could not be stored: the database refused it "
             f"({type(exc).__name__}: {exc})."
         )
-        self.row.set_failed(self.error)
+        once(type(self.row).set_failed)(self.row, self.error)
 
     def hand_back(self) -> None:
         """Make the row READY again: it was claimed here but never started."""
@@ -124,6 +139,14 @@ class Job:
             logger.exception("task=%s id=%s could not be handed back READY", self.name, self.id)
         else:
             logger.debug("task=%s id=%s handed back READY", self.name, self.id)
+
+
+def once(method: Callable[..., None]) -> Callable[..., None]:
+    # django-tasks-db retries these writes three times, 0.1 s apart. Inside a
+    # transaction a retry only meets "current transaction is aborted" and
+    # hides the first error (a lost connection looks like a refused value),
+    # so the dispatcher retries the whole round itself instead.
+    return getattr(method, "__wrapped__", method)
 
 
 def write_outcomes(jobs: list[Job], using: str) -> list[Job]:
@@ -193,7 +216,7 @@ def fail_if_running(row: Row, error: BaseException) -> bool:
             )
             if current is None:
                 return False
-            current.set_failed(error)
+            once(type(current).set_failed)(current, error)
     except Exception:
         logger.exception("task=%s id=%s could not be marked FAILED", row.task_path, row.id)
         return False

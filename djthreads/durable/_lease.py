@@ -25,6 +25,7 @@ from django.utils.crypto import get_random_string
 
 from djthreads._run import close_connections
 from djthreads.durable import WorkerLostError
+from djthreads.durable._job import once
 from djthreads.durable.models import WorkerLease
 
 if TYPE_CHECKING:
@@ -167,7 +168,9 @@ def reap() -> list[str]:
         for row in lost:
             claimer = _claimer(row)
             assert claimer is not None
-            row.set_failed(lost_error(claimer, "stopped (killed, out of memory, or lost)"))
+            once(type(row).set_failed)(
+                row, lost_error(claimer, "stopped (killed, out of memory, or lost)")
+            )
             logger.error(
                 "task=%s id=%s marked FAILED: its worker=%s has no live lease",
                 row.task_path,
