@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_started
 from django.db import connection, transaction
+from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Count
 from django.test import RequestFactory, modify_settings, override_settings
 from django.utils import timezone
@@ -30,10 +35,16 @@ from django_tasks_db.models import DBTaskResult  # noqa: E402
 
 import djthreads.durable  # noqa: E402
 from djthreads.durable import DurableBackend  # noqa: E402
+from djthreads.durable import checks as durable_checks  # noqa: E402
 from djthreads.durable._job import Job  # noqa: E402
 from djthreads.durable.models import WorkerLease  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
+
+on_postgres = pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    reason="needs PostgreSQL (jsonb refuses NUL; a plpgsql trigger); the PostgreSQL runs cover it",
+)
 
 BACKEND = "djthreads.durable.DurableBackend"
 
@@ -311,7 +322,7 @@ def test_a_claimed_row_that_never_started_is_handed_back_ready() -> None:
     assert row.started_at is None
 
 
-@postgres_only
+@on_postgres
 @override_settings(TASKS=durable(POLL_INTERVAL=0.05))
 def test_an_outcome_the_database_refuses_fails_the_task_with_its_reason(
     finished: Finished,
@@ -326,7 +337,7 @@ def test_an_outcome_the_database_refuses_fails_the_task_with_its_reason(
     assert value_of(fine) == 3
 
 
-@postgres_only
+@on_postgres
 @override_settings(TASKS=durable(POLL_INTERVAL=0.05))
 def test_an_outcome_not_written_while_the_database_fails_is_written_later(
     finished: Finished,
@@ -401,3 +412,64 @@ def test_the_admin_action_re_enqueues_failed_tasks_as_new_ones(finished: Finishe
     assert new.args_kwargs == {"args": ["again"], "kwargs": {}}
     assert refreshed(failed).status == TaskResultStatus.FAILED  # the old row stays as it was
     assert DBTaskResult.objects.get(pk=new.pk).status == "FAILED"  # it ran, and failed again
+
+
+def check_ids(messages: list[Any]) -> list[str]:
+    return [message.id for message in messages]
+
+
+def test_checks_name_a_missing_app() -> None:
+    backend = DurableBackend("default", {"OPTIONS": {}})
+    assert backend.check() == []
+    with modify_settings(INSTALLED_APPS={"remove": ["django_tasks_db", "djthreads.durable"]}):
+        messages = backend.check()
+    assert check_ids(messages) == ["djthreads.E201", "djthreads.E202"]
+    assert "'django_tasks_db' in INSTALLED_APPS" in messages[0].msg
+    assert "'djthreads.durable' in INSTALLED_APPS" in messages[1].msg
+
+
+@pytest.mark.parametrize(
+    ("options", "check_id", "text"),
+    [
+        ([], "djthreads.E203", "must be a dict"),
+        ({"POLL": 1}, "djthreads.E203", "unknown key 'POLL'"),
+        ({"POLL_INTERVAL": 0}, "djthreads.E204", "['POLL_INTERVAL'] must be a positive number"),
+        ({"LEASE_TIMEOUT": "60"}, "djthreads.E205", "['LEASE_TIMEOUT'] must be a positive"),
+        ({"RUN_TASKS": 1}, "djthreads.E206", "['RUN_TASKS'] must be True or False, got 1."),
+    ],
+)
+def test_checks_and_enqueue_reject_bad_options(options: Any, check_id: str, text: str) -> None:
+    backend = DurableBackend("default", {"OPTIONS": options})
+    messages = backend.check()
+    assert check_ids(messages) == [check_id]
+    assert text in messages[0].msg
+    setting = {"default": {"BACKEND": BACKEND, "OPTIONS": options}}
+    with (
+        override_settings(TASKS=setting),
+        pytest.raises(ImproperlyConfigured, match=re.escape(text)),
+    ):
+        bt.add.enqueue(1, 1)
+    assert not DBTaskResult.objects.exists()
+
+
+def test_check_says_when_django_tasks_db_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert durable_checks.check_installed() == []
+    monkeypatch.setitem(sys.modules, "django_tasks_db", None)  # as if not installed
+    messages = durable_checks.check_installed()
+    assert check_ids(messages) == ["djthreads.E207"]
+    assert "pip install 'djthreads[durable]'" in messages[0].msg
+
+
+@pytest.mark.django_db(transaction=False)
+@override_settings(TASKS=durable())
+def test_database_check_warns_while_the_tables_are_not_migrated() -> None:
+    assert durable_checks.check_migrations(databases=["default"]) == []
+    assert durable_checks.check_migrations() == []  # no database: nothing to look at
+    # Inside the test's transaction, rolled back after it.
+    MigrationRecorder.Migration.objects.filter(app="djthreads_durable").delete()
+    messages = durable_checks.check_migrations(databases=["default"])
+    assert check_ids(messages) == ["djthreads.W201"]
+    assert "djthreads_durable.0001_initial are not applied" in messages[0].msg
+    assert "Run python manage.py migrate" in messages[0].msg

@@ -43,9 +43,9 @@ def start_workers() -> None:
     call it from a process that should run tasks enqueued elsewhere before
     either happens (a worker script, ``AppConfig.ready`` of a web process).
     """
-    from djthreads.durable import _dispatcher
+    from djthreads.durable import _workers
 
-    _dispatcher.start_all()
+    _workers.start_all()
 
 
 def stop_workers(timeout: float | None = None) -> None:
@@ -57,9 +57,9 @@ def stop_workers(timeout: float | None = None) -> None:
     with WorkerLostError, and a WARNING names both and the READY tasks left
     for other processes. Interpreter exit does this on its own.
     """
-    from djthreads.durable import _dispatcher
+    from djthreads.durable import _workers
 
-    _dispatcher.stop_all(timeout)
+    _workers.stop_all(timeout)
 
 
 def worker_id() -> str:
@@ -67,9 +67,9 @@ def worker_id() -> str:
 
     ``djthreads:<host>:<pid>:<random>``; a forked child gets a new one.
     """
-    from djthreads.durable import _dispatcher
+    from djthreads.durable import _workers
 
-    return _dispatcher._worker_id
+    return _workers.worker_id()
 
 
 def __getattr__(name: str) -> Any:

@@ -15,33 +15,29 @@ READY for any other process or ``db_worker``. It claims when:
   of others, READY rows left by a process that exited).
 
 The dispatcher keeps its database connection while tasks of its own run and
-closes it when it goes idle. State is per process: a forked child starts none
-and gets a new worker id; at interpreter exit ``stop_all`` runs (see there).
+closes it when it goes idle. ``djthreads.durable._workers`` keeps one
+dispatcher per alias per process and stops them.
 """
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import datetime
 import functools
 import heapq
 import logging
-import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from django.core.signals import setting_changed
-from django.db import OperationalError, connections, router, transaction
-from django.dispatch import receiver
+from django.db import OperationalError, connections, router
 from django.utils import timezone
 
 from djthreads._default import get_executor
 from djthreads._run import capture, close_connections, release_connections
 from djthreads.conf import get_settings
 from djthreads.durable._job import Job, fail_if_running, write_outcomes
-from djthreads.durable._lease import Lease, lost_error, new_worker_id
+from djthreads.durable._lease import Lease, lost_error
 
 if TYPE_CHECKING:
     from django_tasks_db.models import DBTaskResult
@@ -49,12 +45,6 @@ if TYPE_CHECKING:
     Row = DBTaskResult[..., Any]
 
 logger = logging.getLogger("djthreads.durable")
-
-_lock = threading.Lock()  # guards _dispatchers, _lease, _worker_id and _on_request
-_dispatchers: dict[str, Dispatcher] = {}
-_lease: Lease | None = None
-_worker_id = new_worker_id()
-_on_request = False  # start_on_request() already looked at TASKS in this process
 
 
 class Dispatcher:
@@ -327,138 +317,3 @@ def _free_workers() -> int:
     # A done Future's item is leaving the pool: its worker is free already.
     busy = sum(1 for future in executor.pending() if not future.done())
     return executor.max_workers - busy
-
-
-def ensure_started(alias: str, sender: type, options: dict[str, Any], queues: set[str]) -> None:
-    """Start ``alias``'s dispatcher (and this process's lease) unless it runs already."""
-    global _lease
-    if alias in _dispatchers:
-        return
-    with _lock:
-        if alias in _dispatchers:
-            return
-        if _lease is None:
-            _lease = Lease(_worker_id, options["LEASE_TIMEOUT"])
-            _lease.start()
-        dispatcher = Dispatcher(alias, sender, _lease, poll=options["POLL_INTERVAL"])
-        dispatcher.queues = sorted(queues)
-        _dispatchers[alias] = dispatcher
-        dispatcher.start()
-    logger.debug("durable backend=%s dispatcher started worker=%s", alias, _worker_id)
-
-
-def wake(alias: str, run_after: datetime.datetime | None) -> None:
-    """Tell ``alias``'s dispatcher a task committed (the committing thread)."""
-    dispatcher = _dispatchers.get(alias)
-    if dispatcher is not None:
-        dispatcher.wake(run_after)
-
-
-def start_all() -> None:
-    """Start the dispatcher of every durable backend in TASKS with RUN_TASKS on."""
-    from django.conf import settings
-
-    from djthreads._tasks_compat import task_backends
-    from djthreads.durable.backend import DurableBackend
-
-    for alias in getattr(settings, "TASKS", {}):
-        backend = task_backends[alias]
-        if isinstance(backend, DurableBackend):
-            backend.start()
-
-
-def start_on_request(**kwargs: Any) -> None:
-    """request_started receiver: the first request of a process starts its dispatchers."""
-    global _on_request
-    if _on_request:
-        return
-    with _lock:
-        first, _on_request = not _on_request, True
-    if first:
-        start_all()
-
-
-def stop_all(timeout: float | None = None) -> None:
-    """Stop every dispatcher of this process; see ``djthreads.durable.stop_workers``."""
-    global _lease
-    with _lock:
-        dispatchers = list(_dispatchers.values())
-        _dispatchers.clear()
-        lease, _lease = _lease, None
-    if lease is None:
-        return
-    if timeout is None:
-        try:
-            timeout = get_settings().SHUTDOWN_TIMEOUT
-        except Exception:
-            timeout = 0.0
-    deadline = time.monotonic() + timeout
-    for dispatcher in dispatchers:
-        dispatcher.stop_claiming()
-    for dispatcher in dispatchers:
-        try:
-            _settle(dispatcher, deadline, timeout)
-        except Exception:
-            logger.exception("durable backend=%s could not settle its tasks", dispatcher.alias)
-    lease.stop(max(0.0, deadline - time.monotonic()))
-    close_connections("djthreads durable stop")
-
-
-def _settle(dispatcher: Dispatcher, deadline: float, timeout: float) -> None:
-    handed_back, failed = dispatcher.drain(deadline, timeout)
-    if failed:
-        logger.warning(
-            "stop: durable backend=%s tasks=%s still running after SHUTDOWN_TIMEOUT=%gs: "
-            "marked FAILED (WorkerLostError)",
-            dispatcher.alias,
-            [f"{job.name} id={job.id}" for job in failed],
-            timeout,
-        )
-    count, names = dispatcher.waiting()
-    if count:
-        more = f" and {count - len(names)} more" if count > len(names) else ""
-        logger.warning(
-            "stop: durable backend=%s left %d task(s) READY for the next process or a "
-            "db_worker (%d handed back unstarted): %s%s",
-            dispatcher.alias,
-            count,
-            len(handed_back),
-            ", ".join(names),
-            more,
-        )
-
-
-@receiver(setting_changed)
-def _stop_on_settings_change(*, setting: str, **kwargs: Any) -> None:
-    # New TASKS build new backends: the old dispatchers stop (their running
-    # tasks finish) and the next enqueue, request or start_workers() starts anew.
-    global _on_request
-    if setting == "TASKS":
-        stop_all()
-        _on_request = False
-
-
-@atexit.register
-def _stop_at_exit() -> None:
-    # Registered after djthreads._default's handler, so it runs first (atexit
-    # is last in, first out) while the pool still runs what we handed it.
-    stop_all()
-
-
-def _after_fork_in_child() -> None:
-    # The parent's threads do not exist in the child and its lock may have
-    # been held: start empty, under a worker id of the child's own.
-    global _lock, _dispatchers, _lease, _worker_id, _on_request
-    _lock = threading.Lock()
-    _dispatchers = {}
-    _lease = None
-    _worker_id = new_worker_id()
-    _on_request = False
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def on_commit_wake(alias: str, run_after: datetime.datetime | None, using: str) -> None:
-    """Wake ``alias``'s dispatcher when ``using``'s transaction commits (at once outside one)."""
-    transaction.on_commit(functools.partial(wake, alias, run_after), using=using)

@@ -16,7 +16,7 @@ class DurableConfig(AppConfig):
         from django.core.signals import request_started
 
         from djthreads.durable import checks as durable_checks
-        from djthreads.durable._dispatcher import start_on_request
+        from djthreads.durable._workers import start_on_request
 
         checks.register(durable_checks.check_installed)
         checks.register(durable_checks.check_migrations, checks.Tags.database)

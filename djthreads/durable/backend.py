@@ -4,8 +4,8 @@
 ``DBTaskResult`` row written in the caller's transaction, and a result is read
 back from that row, from any process. What this class adds is who runs the
 rows: a dispatcher thread in every process with ``OPTIONS['RUN_TASKS']`` on
-(``djthreads.durable._dispatcher``), woken by the commit of a task enqueued in
-the same process. Because it *is* a ``DatabaseBackend``, ``db_worker
+(``djthreads.durable._dispatcher``), woken by the commit of a task enqueued
+in the same process. Because it *is* a ``DatabaseBackend``, ``db_worker
 --backend <alias>`` accepts the alias and shares the queue.
 """
 
@@ -29,7 +29,7 @@ except ImportError as e:
         "INSTALLED_APPS and run python manage.py migrate."
     ) from e
 
-from djthreads.durable import _dispatcher
+from djthreads.durable import _workers
 
 DEFAULT_OPTIONS: Mapping[str, Any] = {
     "POLL_INTERVAL": 1.0,  # seconds between looks for tasks enqueued elsewhere
@@ -70,7 +70,7 @@ def validate_options(alias: str, options: object) -> list[tuple[str, str]]:
                     f"{where}[{key!r}] must be a positive number of seconds, got {values[key]!r}.",
                 )
             )
-    if values["RUN_TASKS"] not in (True, False):
+    if not isinstance(values["RUN_TASKS"], bool):
         errors.append(
             (
                 "djthreads.E206",
@@ -94,6 +94,14 @@ class DurableBackend(DatabaseBackend):
     for the next process; see the documentation for crashes and shutdown.
     """
 
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        # django-tasks-db reads OPTIONS as a dict while it is built; a bad
+        # value is kept for check() to report (djthreads.E203), not a crash.
+        options = params.get("OPTIONS", {})
+        safe = options if isinstance(options, Mapping) else {}
+        super().__init__(alias, {**params, "OPTIONS": safe})
+        self.options = options
+
     def _options(self) -> dict[str, Any]:
         errors = validate_options(self.alias, self.options)
         if errors:
@@ -107,7 +115,7 @@ class DurableBackend(DatabaseBackend):
         """
         options = self._options()
         if options["RUN_TASKS"]:
-            _dispatcher.ensure_started(self.alias, type(self), options, self.queues)
+            _workers.ensure_started(self.alias, type(self), options, self.queues)
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         """Write the task's READY row (caller's transaction) and return its result.
@@ -119,11 +127,9 @@ class DurableBackend(DatabaseBackend):
         options = self._options()
         result: Any = super().enqueue(task, args, kwargs)
         if options["RUN_TASKS"]:
-            _dispatcher.ensure_started(self.alias, type(self), options, self.queues)
+            _workers.ensure_started(self.alias, type(self), options, self.queues)
             # Dropped on rollback: a task that never committed wakes no one.
-            _dispatcher.on_commit_wake(
-                self.alias, task.run_after, router.db_for_write(DBTaskResult)
-            )
+            _workers.on_commit_wake(self.alias, task.run_after, router.db_for_write(DBTaskResult))
         return result
 
     async def aenqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
