@@ -218,9 +218,11 @@ def _chain() -> set[int]:
 
 
 Helper = Callable[[list[Work]], None]
-# Set by djthreads.executor: runs, in the calling pool worker, queued work of
-# its own pool that a waiter needs, so waiting inside a task cannot deadlock.
-helper: Helper | None = None
+# Registered by djthreads.executor and djthreads._taskqueue: each runs, in the
+# calling pool worker, queued work that a waiter there needs (of the worker's
+# own pool, or ready Tasks backend work), so waiting inside a task cannot
+# deadlock on work queued behind the waiter.
+helpers: list[Helper] = []
 
 
 def wait(
@@ -252,8 +254,9 @@ def wait(
         ]
         if not pending:
             return []
-        if helper is not None and skip:
-            helper(pending)
+        if skip:
+            for helper in helpers:
+                helper(pending)
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             return sorted(pending, key=_by_number)

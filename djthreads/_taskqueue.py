@@ -31,12 +31,12 @@ from typing import Any, Protocol, cast
 from django.utils import timezone
 
 from djthreads import _account
-from djthreads._account import DEFERRED, QUEUED, Work
+from djthreads._account import BACKEND, DEFERRED, QUEUED, Work
 from djthreads._default import get_executor
 from djthreads._run import in_task, run_into
 from djthreads.conf import get_settings
 from djthreads.exceptions import QueueFullError
-from djthreads.executor import DjangoExecutor
+from djthreads.executor import DjangoExecutor, _worker_state
 
 logger = logging.getLogger("djthreads.backends")
 
@@ -191,6 +191,31 @@ def _release() -> None:
     with _lock:
         _in_flight -= 1
         _changed.notify_all()
+
+
+def _help_waiter(pending: list[Work]) -> None:
+    # djthreads._account.wait() from a worker of the default pool: run the
+    # ready backend tasks it waits for here. With every worker busy waiting,
+    # the dispatcher could never hand them over.
+    if getattr(_worker_state, "queued", None) is not get_executor()._queued:
+        return
+    wanted = {work.number for work in pending if work.kind == BACKEND}
+    if not wanted:
+        return
+    with _lock:
+        claimed = [entry[2] for entry in _ready if entry[2].number in wanted]
+        if claimed:
+            _ready[:] = [entry for entry in _ready if entry[2].number not in wanted]
+            heapq.heapify(_ready)
+            _changed.notify_all()
+    for work in claimed:
+        try:
+            run_into(work)  # nested: the waiting task's finally closes connections
+        finally:
+            _account.end(work)
+
+
+_account.helpers.append(_help_waiter)
 
 
 def drop_deferred(select: Callable[[Work], bool], why: str) -> list[Work]:

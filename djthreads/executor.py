@@ -92,7 +92,7 @@ def _help_waiter(pending: list[Work]) -> None:
             claimed.owner._run_here(claimed)
 
 
-_account.helper = _help_waiter
+_account.helpers.append(_help_waiter)
 
 
 def new_future() -> concurrent.futures.Future[Any]:
@@ -276,10 +276,10 @@ class DjangoExecutor(concurrent.futures.Executor):
                 "after os.fork(); create a new one in the child, or use "
                 "djthreads.get_executor(), which does."
             )
-        self._check_open()
         if _exiting:
             self._exit_submission(work)
             return
+        self._check_open()
         if not self._slots.acquire(blocking=False):
             if getattr(_worker_state, "queued", None) is self._queued:
                 # Waiting for a slot from inside a worker can deadlock (every
@@ -320,6 +320,8 @@ class DjangoExecutor(concurrent.futures.Executor):
     def _exit_submission(self, work: Work) -> None:
         # The exit drain has begun. A running task may still finish its job
         # (its work runs inline); anyone else is refused, never accepted and lost.
+        if self._broken:
+            raise BrokenThreadPool(self._broken)
         if not in_task():
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         self._run_inline(work)
