@@ -151,3 +151,17 @@ def fan_out(count: int) -> int:
         assert value is not None
         total += value
     return total
+
+
+soak_ran: dict[int, int] = {}
+soak_lock = threading.Lock()
+
+
+@task
+def soak(key: int, fail: bool) -> int:
+    """Count one run of ``key``; raise when ``fail``."""
+    with soak_lock:
+        soak_ran[key] = soak_ran.get(key, 0) + 1
+    if fail:
+        raise ValueError(f"soak {key}")
+    return key
