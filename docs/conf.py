@@ -17,7 +17,7 @@ sys.path[:0] = [str(DOCS.parent), str(DOCS / "_examples"), str(DOCS / "_ext")]
 
 project = "djthreads"
 author = "djthreads developers"
-copyright = "djthreads developers"  # noqa: A001 (Sphinx's name)
+copyright = "djthreads developers"
 release = installed_version("djthreads")
 version = release
 
@@ -40,6 +40,7 @@ html_title = f"djthreads {release}"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+python_use_unqualified_type_names = True
 autodoc_default_options = {"members": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False

@@ -32,6 +32,8 @@ MODES = {
     "pool": "psycopg 3 + Django's pool",
 }
 TASKS = {"noop": "no-op", "select1": "`SELECT 1`"}
+TIMES = "\N{MULTIPLICATION SIGN}"
+DASH = "\N{EN DASH}"
 
 
 def load() -> dict[str, Any]:
@@ -56,7 +58,13 @@ def overhead_table(results: dict[str, Any]) -> list[str]:
         for task, task_name in TASKS.items():
             raw, dj = by[(mode, task, "raw")], by[(mode, task, "djthreads")]
             rows.append(
-                [mode_name, task_name, raw["us_per_task"], dj["us_per_task"], f"{dj['ratio']}×"]
+                [
+                    mode_name,
+                    task_name,
+                    raw["us_per_task"],
+                    dj["us_per_task"],
+                    f"{dj['ratio']}{TIMES}",
+                ]
             )
     header = ["driver / connections", "task", "raw pool µs", "djthreads µs", "ratio"]
     return _table(header, ["---", "---", "---:", "---:", "---:"], rows)
@@ -65,7 +73,7 @@ def overhead_table(results: dict[str, Any]) -> list[str]:
 def scaling_table(results: dict[str, Any]) -> list[str]:
     rows: list[list[object]] = []
     for r in results["scaling"]:
-        warm = "–" if r["warm_efficiency"] is None else r["warm_efficiency"]
+        warm = DASH if r["warm_efficiency"] is None else r["warm_efficiency"]
         rows.append(
             [
                 r["label"],
@@ -134,9 +142,9 @@ def substitutions(results: dict[str, Any]) -> dict[str, str]:
         ),
         "bench_duration_min": f"{round(m.get('duration_s', 0) / 60)}",
         "bench_close_ms": f"{cost('close', 'select1') / 1000:.1f}",
-        "bench_reuse_ratio": f"{by[('reuse', 'select1', 'djthreads')]['ratio']}×",
-        "bench_pool_ratio": f"{by[('pool', 'select1', 'djthreads')]['ratio']}×",
-        "bench_noop_us": f"{min(noop):.0f}–{max(noop):.0f}",
+        "bench_reuse_ratio": f"{by[('reuse', 'select1', 'djthreads')]['ratio']}{TIMES}",
+        "bench_pool_ratio": f"{by[('pool', 'select1', 'djthreads')]['ratio']}{TIMES}",
+        "bench_noop_us": f"{min(noop):.0f}{DASH}{max(noop):.0f}",
         "bench_n": f"{first['n']}",
         "bench_latency_ms": f"{first['latency_ms']:g}",
         "bench_overhead_rounds": f"{results['overhead'][0]['rounds']}",
@@ -148,7 +156,7 @@ def substitutions(results: dict[str, Any]) -> dict[str, str]:
         ),
         "bench_memory_tasks": f"{mem['tasks']:,}",
         "bench_memory_s": f"{mem['elapsed_s']}",
-        "bench_memory_rss": f"{mem['rss_min_mib']}–{mem['rss_max_mib']}",
+        "bench_memory_rss": f"{mem['rss_min_mib']}{DASH}{mem['rss_max_mib']}",
         "bench_memory_growth": f"{mem['growth_mib']}",
     }
 
@@ -161,9 +169,7 @@ class BenchmarkTable(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         name = self.arguments[0]
         if name not in TABLES:
-            raise self.error(
-                f"benchmark-table takes one of {', '.join(TABLES)}, got {name!r}."
-            )
+            raise self.error(f"benchmark-table takes one of {', '.join(TABLES)}, got {name!r}.")
         self.env.note_dependency(str(RESULTS))
         lines = TABLES[name](load())
         container = nodes.container()
@@ -181,15 +187,34 @@ def _draw_chart(app: Sphinx) -> None:
     if CHART.exists() and CHART.stat().st_mtime >= RESULTS.stat().st_mtime:
         return
     spec = importlib.util.spec_from_file_location("_djthreads_bench_run", BENCHMARKS / "run.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     CHART.parent.mkdir(exist_ok=True)
     module.chart(load(), CHART)
 
 
+def _paramspec_signature(
+    app: Sphinx,
+    what: str,
+    name: str,
+    obj: object,
+    options: object,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None]:
+    # Sphinx 9 writes ``*args: P.args`` as ``*args: ~typing.~P``, which then
+    # fails to parse, and the whole signature is shown as raw text.
+    if signature:
+        signature = signature.replace("*args: ~typing.~P", "*args: P.args")
+        signature = signature.replace("**kwargs: ~typing.~P", "**kwargs: P.kwargs")
+    return signature, return_annotation
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("benchmark-table", BenchmarkTable)
+    app.connect("autodoc-process-signature", _paramspec_signature)
     app.connect("config-inited", _add_substitutions)
     app.connect("builder-inited", _draw_chart)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -76,7 +76,6 @@ def wait_until_finished(result: Any, timeout: float = 10.0) -> None:
 def fresh() -> None:
     """Start a page with no orders and an empty outbox (its ``testsetup``)."""
     from django.core import mail
-
     from shop.models import Order
 
     Order.objects.all().delete()

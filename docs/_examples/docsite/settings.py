@@ -13,7 +13,9 @@ USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
 
-DB = os.environ.get("DJTHREADS_DOCS_DB", os.path.join(tempfile.gettempdir(), "djthreads-docs.sqlite3"))
+DB = os.environ.get(
+    "DJTHREADS_DOCS_DB", os.path.join(tempfile.gettempdir(), "djthreads-docs.sqlite3")
+)
 
 # [installed-apps]
 INSTALLED_APPS = [

@@ -11,27 +11,24 @@ from shop.models import Order
 from shop.receipts import send_receipt
 
 
-# [eager]
 class ReceiptTests(TestCase):
     """Eager mode: tasks run inline in the test's thread and transaction."""
 
     def test_receipt_is_mailed(self) -> None:
         order = Order.objects.create(email="ada@example.com", total=10)
         future = send_receipt(order.pk)  # ran inline; it saw the uncommitted row
-        self.assertTrue(future.done())
-        self.assertEqual(mail.outbox[0].to, ["ada@example.com"])
+        assert future.done()
+        assert mail.outbox[0].to == ["ada@example.com"]
 
     def test_receipt_waits_for_the_commit(self) -> None:
         order = Order.objects.create(email="ada@example.com", total=10)
         with self.captureOnCommitCallbacks(execute=True):
             with transaction.atomic():  # an atomic block of the code under test
                 future = send_receipt(order.pk)
-            self.assertFalse(future.done())  # held for the commit...
-        self.assertTrue(future.done())  # ...and run by the on_commit callbacks
-# [/eager]
+            assert not future.done()  # held for the commit...
+        assert future.done()  # ...and run by the on_commit callbacks
 
 
-# [threads]
 class CheckoutTests(TransactionTestCase):
     """Real threads: the end of each test waits for its tasks and checks them."""
 
@@ -41,11 +38,10 @@ class CheckoutTests(TransactionTestCase):
         response = self.client.post("/checkout/", {"email": "ada@example.com", "total": "10"})
         djthreads.wait_for_tasks(timeout=5)  # the pool thread has mailed it
         order = Order.objects.get(pk=response.json()["order"])
-        self.assertTrue(order.receipt_sent)
-        self.assertEqual(len(mail.outbox), 1)
+        assert order.receipt_sent
+        assert len(mail.outbox) == 1
 
     def test_unknown_order(self) -> None:
         with self.assertTaskRaises(Order.DoesNotExist):
             send_receipt(12345)  # the block waits for the task and catches its error
         self.assertNoLeakedConnections()  # also checked after every test
-# [/threads]

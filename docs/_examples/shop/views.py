@@ -12,7 +12,6 @@ from shop.models import Order
 from shop.receipts import send_receipt
 
 
-# [checkout]
 @require_POST
 def checkout(request: HttpRequest) -> JsonResponse:
     with transaction.atomic():
@@ -21,13 +20,10 @@ def checkout(request: HttpRequest) -> JsonResponse:
         # if anything below raises, the transaction rolls back and no mail goes out.
         send_receipt(order.pk)
     return JsonResponse({"order": order.pk})
-# [/checkout]
 
 
-# [resend]
 @require_POST
 async def resend_receipt(request: HttpRequest, order_id: int) -> JsonResponse:
     # The mail goes out in a pool thread; the event loop awaits its Future.
     thread = await asyncio.wrap_future(send_receipt(order_id))
     return JsonResponse({"order": order_id, "sent_by": thread})
-# [/resend]
