@@ -15,7 +15,10 @@ from shop.receipts import send_receipt
 @require_POST
 def checkout(request: HttpRequest) -> JsonResponse:
     with transaction.atomic():
-        order = Order.objects.create(email=request.POST["email"], total=request.POST["total"])
+        order = Order.objects.create(
+            email=request.POST["email"],
+            total=request.POST["total"],
+        )
         # Held until the commit, so the pool thread finds the order;
         # if anything below raises, the transaction rolls back and no mail goes out.
         send_receipt(order.pk)
