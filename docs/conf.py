@@ -30,7 +30,7 @@ extensions = [
 ]
 source_suffix = {".md": "markdown"}
 # _parts holds fragments other pages include; _examples the code they show.
-exclude_patterns = ["_build", "_parts", "_examples", "_generated", "README.md"]
+exclude_patterns = ["_build", "_parts", "_examples", "_generated"]
 
 myst_enable_extensions = ["colon_fence", "deflist", "substitution"]
 myst_heading_anchors = 3
