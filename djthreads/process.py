@@ -181,7 +181,7 @@ class DjangoProcess(multiprocessing.Process):
 
     @property
     def start_method(self) -> str:
-        """The start method this process uses: "fork", "spawn" or "forkserver"."""
+        """The start method of this process ("fork", "spawn" or "forkserver")."""
         return self._djthreads_start_method or multiprocessing.get_start_method()
 
     def start(self) -> None:
