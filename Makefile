@@ -2,10 +2,11 @@
 # make demo  — run the example job serially and in threads, print the table (own venv)
 # make serve — the example's web page on http://127.0.0.1:8000/
 # make bench — benchmarks side by side (own venvs): benchmarks/results.{md,png}
+# make docs  — build docs/ with Sphinx (own venv), warnings as errors, and run its examples
 VENVS := py311-dj52-pg2 py313-dj61-pg2 py311-dj52-pg3 py313-dj61-pg3
 LINT := .venv/py311-dj52-pg2/bin
 
-.PHONY: test venvs lint typecheck suite demo serve bench clean
+.PHONY: test venvs lint typecheck suite demo serve bench docs clean
 
 test: lint typecheck suite
 
@@ -52,5 +53,23 @@ bench:
 	.ci/postgres.sh
 	.venv/bench-pg2/bin/python benchmarks/run.py
 
+# The docs' venv: Sphinx, furo, MyST and the newest Django line CI tests (6.1,
+# hence Python 3.13), rebuilt when docs/requirements.txt or pyproject.toml change.
+# The doctest builder runs the tutorial's and how-tos' code (docs/_examples).
+DOCS_VENV := .venv/docs
+SPHINX := $(DOCS_VENV)/bin/sphinx-build -W --keep-going -n -q
+
+$(DOCS_VENV)/.stamp: docs/requirements.txt pyproject.toml
+	rm -rf $(DOCS_VENV)
+	PYENV_VERSION=3.13.0 python3.13 -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install -q --upgrade pip
+	$(DOCS_VENV)/bin/pip install -q -r docs/requirements.txt -e .
+	touch $@
+
+docs: $(DOCS_VENV)/.stamp
+	$(SPHINX) -b html docs docs/_build/html
+	$(SPHINX) -b doctest docs docs/_build/doctest
+	@echo "Open docs/_build/html/index.html"
+
 clean:
-	rm -rf .venv
+	rm -rf .venv docs/_build docs/_generated

@@ -1,68 +1,74 @@
-"""The process-wide default executor: built lazily, replaced on settings change
-and after fork, drained at interpreter exit within SHUTDOWN_TIMEOUT."""
+"""The process-wide default executor: built lazily, replaced on settings change,
+after ``shutdown()`` and after fork; drained at interpreter exit like every
+DjangoExecutor (``djthreads.executor``)."""
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
-import time
 from typing import Any
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from djthreads import _account
+from djthreads._account import BACKEND, DURABLE, POOL, Work
 from djthreads.conf import get_settings
 from djthreads.executor import DjangoExecutor
 
-_lock = threading.Lock()  # guards _executor and _retired
+_lock = threading.Lock()  # guards _executor
 _executor: DjangoExecutor | None = None
-# Executors replaced by override_settings(DJTHREADS=...): they stop taking tasks
-# but finish what they hold; wait_for_tasks() and exit still wait for them.
-_retired: list[DjangoExecutor] = []
 
 
 def get_executor() -> DjangoExecutor:
     """Return the process-wide default executor, building it from ``DJTHREADS``.
 
-    Raises ImproperlyConfigured when the setting is invalid. In a forked child
-    the parent's executor is never returned: the first call builds a fresh one.
+    Raises ImproperlyConfigured when the setting is invalid. A default pool
+    that was shut down (``get_executor().shutdown()``) is replaced by a fresh
+    one on the next call, as after ``override_settings(DJTHREADS=...)``; the
+    old one still finishes what it holds. In a forked child the parent's
+    executor is never returned: the first call builds a fresh one.
     """
     global _executor
     executor = _executor
-    if executor is not None:
+    if executor is not None and not executor._shutdown:
         return executor
     with _lock:
-        if _executor is None:
+        if _executor is None or _executor._shutdown:
             conf = get_settings()
             _executor = DjangoExecutor(
                 conf.MAX_WORKERS,
-                conf.MAX_QUEUE,
+                conf.THREAD_NAME_PREFIX,
+                max_queue=conf.MAX_QUEUE,
                 on_full=conf.ON_FULL,
-                thread_name_prefix=conf.THREAD_NAME_PREFIX,
                 shutdown_timeout=conf.SHUTDOWN_TIMEOUT,
                 reuse_connections=conf.REUSE_CONNECTIONS,
             )
+            _executor._kind = POOL
         return _executor
 
 
-def _executors() -> list[DjangoExecutor]:
-    with _lock:
-        _retired[:] = [executor for executor in _retired if executor.pending()]
-        return [*_retired, *([_executor] if _executor is not None else [])]
+def _waited_for(work: Work) -> bool:
+    return work.kind in (POOL, BACKEND, DURABLE)
 
 
 def wait_for_tasks(timeout: float | None = None) -> None:
-    """Block until every task submitted to the default executor so far has finished.
+    """Block until the tasks submitted so far to the default pool and the Tasks backend finish.
 
-    Runs in the calling thread; tasks still held by an open transaction (on
-    commit) are not submitted yet and are not waited for. Raises the builtin
-    TimeoutError, naming the unfinished tasks, after ``timeout`` seconds.
+    Runs in the calling thread. Waits for every task queued or running in
+    the default pool (including pools replaced by ``override_settings``) and
+    every ThreadPoolBackend task that is ready or running, and for the tasks
+    those submit in turn while it waits. It does not wait for deferred
+    backend tasks whose ``run_after`` is still ahead, for tasks held by an
+    open transaction (on commit: not submitted yet), for user DjangoExecutors
+    (``executor.wait_for_tasks()``) or for DjangoThreads (``join()``).
+    Called from inside a task it never waits for that task or the tasks
+    running it; called from a pool worker it runs queued tasks of its own
+    pool itself rather than wait for a free worker. Raises the builtin
+    TimeoutError, naming each unfinished task, after ``timeout`` seconds.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for executor in _executors():
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        executor.wait_for_tasks(remaining)
+    left = _account.wait(timeout, _waited_for, upto=_account.mark())
+    _account.raise_if_unfinished(left, timeout)
 
 
 @receiver(setting_changed)
@@ -72,31 +78,18 @@ def _replace_on_settings_change(*, setting: str, **kwargs: Any) -> None:
         return
     with _lock:
         old, _executor = _executor, None
-        if old is not None:
-            old.shutdown(wait=False)
-            _retired.append(old)
-
-
-@atexit.register
-def _shutdown_at_exit() -> None:
-    # atexit runs after threading joined the non-daemon threads; our workers
-    # are daemons, so they are still running and we bound the wait ourselves.
-    executors = [e for e in _executors() if e.pending() or e is _executor]
-    if not executors:
-        return
-    timeout = max(executor.shutdown_timeout for executor in executors)
-    deadline = time.monotonic() + timeout
-    for executor in executors:
-        executor.shutdown(wait=True, timeout=max(0.0, deadline - time.monotonic()))
+    if old is not None:
+        # It stops taking tasks but finishes what it holds; the account
+        # still holds those, so waits and exit still see them.
+        old.shutdown(wait=False)
 
 
 def _after_fork_in_child() -> None:
     # The parent's workers do not exist in the child and its lock may have been
     # held by another thread at fork time: start over. The parent is untouched.
-    global _lock, _executor, _retired
+    global _lock, _executor
     _lock = threading.Lock()
     _executor = None
-    _retired = []
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

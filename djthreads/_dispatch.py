@@ -12,20 +12,22 @@ from typing import Any, TypeVar
 from django.db import connections, transaction
 
 from djthreads import _eager
+from djthreads._account import EAGER, POOL, Work
 from djthreads._default import get_executor
-from djthreads._run import Carried, capture, task_name
+from djthreads._run import capture
 from djthreads.conf import get_settings
+from djthreads.executor import new_future
 
 logger = logging.getLogger("djthreads")
 
 R = TypeVar("R")
 
 
-def _cancel_rolled_back(future: concurrent.futures.Future[Any], name: str) -> None:
+def _cancel_rolled_back(work: Work) -> None:
     # Runs in whichever thread dropped the on_commit callback (rollback).
-    if future.cancel():
-        future.set_running_or_notify_cancel()  # wake concurrent.futures.wait()
-        logger.info("task=%s cancelled: its transaction rolled back", name)
+    if work.future.cancel():
+        work.future.set_running_or_notify_cancel()  # wake concurrent.futures.wait()
+        logger.info("task=%s cancelled: its transaction rolled back", work.describe())
 
 
 class _Held:
@@ -70,28 +72,21 @@ def hold_until_commit(
     transaction.on_commit(_Held(action, on_rollback), using=using)
 
 
-def _submit_after_commit(
-    future: concurrent.futures.Future[Any],
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    carried: Carried,
-    mode: _eager._Mode | None,
-) -> None:
+def _submit_after_commit(work: Work, mode: _eager._Mode | None) -> None:
     # Runs in the committing thread, after the commit.
     if mode is not None:
         # Eager (tests): run in the committing thread, as Django runs any
         # on_commit callback; a propagating exception fails the commit's caller.
-        _eager.run_inline(future, fn, args, kwargs, carried, mode)
+        _eager.run_inline(work, mode)
         return
     try:
-        get_executor().submit_future(future, fn, args, kwargs, carried)
+        get_executor().submit_work(work)
     except Exception as exc:
         # Raising here would fail the code after the user's commit; the
         # error goes to the Future and the log instead.
-        logger.exception("task=%s could not be queued after commit", task_name(fn))
-        if not future.done():
-            future.set_exception(exc)
+        logger.exception("task=%s could not be queued after commit", work.describe())
+        if work.future.set_running_or_notify_cancel():
+            work.future.set_exception(exc)
 
 
 def dispatch(
@@ -113,9 +108,8 @@ def dispatch(
     """
     if on_commit is None:
         on_commit = get_settings().ON_COMMIT
-    future: concurrent.futures.Future[R] = concurrent.futures.Future()
-    carried = capture()
     mode = _eager.current()
+    work = Work(fn, args, kwargs, capture(), POOL if mode is None else EAGER, new_future())
     if mode is None:
         held = in_transaction(on_commit, using)
     else:
@@ -123,11 +117,11 @@ def dispatch(
     if held:
         hold_until_commit(
             using,
-            functools.partial(_submit_after_commit, future, fn, args, kwargs, carried, mode),
-            functools.partial(_cancel_rolled_back, future, task_name(fn)),
+            functools.partial(_submit_after_commit, work, mode),
+            functools.partial(_cancel_rolled_back, work),
         )
     elif mode is not None:
-        _eager.run_inline(future, fn, args, kwargs, carried, mode)
+        _eager.run_inline(work, mode)
     else:
-        get_executor().submit_future(future, fn, args, kwargs, carried)
-    return future
+        get_executor().submit_work(work)
+    return work.future

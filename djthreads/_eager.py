@@ -7,17 +7,17 @@ For tests. ``eager()`` (a context manager and decorator) or
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextvars
 import functools
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from django.db import connections
 
-from djthreads._run import Carried, run_into
+from djthreads._account import Work
+from djthreads._run import run_into
 from djthreads.conf import get_settings
 
 P = ParamSpec("P")
@@ -110,14 +110,7 @@ def in_code_atomic_block(using: str) -> bool:
     return not blocks or not getattr(blocks[-1], "_from_testcase", False)
 
 
-def run_inline(
-    future: concurrent.futures.Future[Any],
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    carried: Carried,
-    mode: _Mode,
-) -> None:
+def run_inline(work: Work, mode: _Mode) -> None:
     """Run a task in the calling thread and settle its Future.
 
     The caller's connections stay open (``run_task(close=False)``). An
@@ -127,7 +120,7 @@ def run_inline(
     previous = getattr(_inline, "propagate", False)
     _inline.propagate = mode.propagate
     try:
-        exc = run_into(future, fn, args, kwargs, carried, close=False)
+        exc = run_into(work, close=False)
     finally:
         _inline.propagate = previous
     if exc is not None and (mode.propagate or not isinstance(exc, Exception)):

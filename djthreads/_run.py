@@ -1,16 +1,15 @@
 """Run one task in the current thread and clean up after it.
 
 This is the only place that knows how a djthreads task runs: every path (a
-DjangoThread, a pool task, a nested inline task) calls :func:`run_task`.
+DjangoThread, a pool task, a nested inline task, a Tasks backend task, map)
+calls :func:`run_task` with the task's one record, a ``djthreads._account.Work``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -20,6 +19,8 @@ from django.db.backends.signals import connection_created
 from django.dispatch import Signal
 from django.utils import translation
 
+from djthreads import _account
+from djthreads._account import BACKEND, RUNNING, Work, task_name
 from djthreads.signals import task_finished, task_started
 
 logger = logging.getLogger("djthreads")
@@ -84,49 +85,44 @@ def capture() -> Carried:
     return Carried(context, translation.get_language())
 
 
-def task_name(fn: object) -> str:
-    """Return ``module.qualname`` of a callable, or its repr."""
-    qualname = getattr(fn, "__qualname__", None)
-    if qualname is None:
-        return repr(fn)
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{qualname}" if module else str(qualname)
-
-
-def _send(signal: Signal, **kwargs: Any) -> None:
-    for receiver, response in signal.send_robust(**kwargs):
+def _send(signal: Signal, work: Work, **kwargs: Any) -> None:
+    for receiver, response in signal.send_robust(
+        sender=work.fn, name=work.name, task_id=work.id, **kwargs
+    ):
         if isinstance(response, BaseException):
             logger.error(
                 "signal receiver=%s failed for task=%s",
                 task_name(receiver),
-                kwargs["name"],
+                work.describe(),
                 exc_info=response,
             )
 
 
-def _invoke(
-    fn: Callable[..., R],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    language: str | None,
-    name: str,
-) -> R:
+def _clean_exit(exc: BaseException) -> bool:
+    # sys.exit() / sys.exit(0) ends a DjangoThread cleanly, as it ends a Process.
+    return isinstance(exc, SystemExit) and exc.code in (None, 0)
+
+
+def _invoke(work: Work) -> Any:
     # Runs inside the task's own copied context, so an activate() here is
     # discarded with that context and never reaches a later task.
+    language = work.carried.language
     if language == _NOT_ACTIVATED:
         pass
     elif language is None:
         translation.deactivate_all()
     elif language != settings.LANGUAGE_CODE:
         translation.activate(language)
-    _send(task_started, sender=fn, name=name, args=args, kwargs=kwargs)
+    _send(task_started, work, args=work.args, kwargs=work.kwargs)
     try:
-        result = fn(*args, **kwargs)
+        result = work.fn(*work.args, **work.kwargs)
     except BaseException as exc:
-        logger.exception("task=%s failed", name)
-        _send(task_finished, sender=fn, name=name, result=None, exception=exc)
+        # A Tasks backend task was logged by Django's own task_finished receiver.
+        if work.kind != BACKEND and not _clean_exit(exc):
+            logger.error("task=%s failed", work.describe(), exc_info=exc)
+        _send(task_finished, work, result=None, exception=exc)
         raise
-    _send(task_finished, sender=fn, name=name, result=result, exception=None)
+    _send(task_finished, work, result=result, exception=None)
     return result
 
 
@@ -221,63 +217,57 @@ def release_connections(name: str) -> None:
         _discard_if_stuck(conn)
 
 
-def run_task(
-    fn: Callable[..., R],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    carried: Carried,
-    *,
-    close: bool = True,
-    reuse: bool = False,
-) -> R:
-    """Run ``fn(*args, **kwargs)`` in the calling thread as a djthreads task.
+def run_task(work: Work, *, close: bool = True, reuse: bool = False) -> Any:
+    """Run ``work`` in the calling thread as a djthreads task and return its result.
 
-    The function runs inside ``carried``'s context with the submitter's language
-    active; ``task_started``/``task_finished`` are sent around it. An exception
-    is logged once at ERROR on ``djthreads`` and re-raised. Afterwards, in a
-    ``finally`` block, the thread's database connections are closed — unless
-    ``close`` is false or this task runs nested inside another task on the same
-    thread, whose own ``finally`` will close them. With ``reuse`` (a pool worker
-    under DJTHREADS['REUSE_CONNECTIONS']) a task that returned keeps its usable
+    The function runs inside the work's captured context with the submitter's
+    language active; ``task_started``/``task_finished`` are sent around it. An
+    exception is logged once at ERROR on ``djthreads`` (naming the task, its
+    id and its arguments) and re-raised. Afterwards, in a ``finally`` block,
+    the thread's database connections are closed — unless ``close`` is false
+    or this task runs nested inside another task on the same thread, whose
+    own ``finally`` will close them. With ``reuse`` (a pool worker under
+    DJTHREADS['REUSE_CONNECTIONS']) a task that returned keeps its usable
     connections for the worker's next task (:func:`release_connections`); one
-    that raised still closes them.
+    that raised still closes them. Does not settle ``work.future``.
     """
     depth: int = getattr(_state, "depth", 0)
     _state.depth = depth + 1
-    name = task_name(fn)
-    failed = True
+    previous = _account.enter(work)
+    work.state = RUNNING
+    listening = _account.listening()
+    if listening:
+        _account.notify("started", work, None)
+    failed: BaseException | None = None
     try:
-        result = carried.context.run(_invoke, fn, args, kwargs, carried.language, name)
-        failed = False
-        return result
+        return work.carried.context.run(_invoke, work)
+    except BaseException as exc:
+        failed = exc
+        raise
     finally:
         _state.depth = depth
+        _account.leave(previous)
         if close and depth == 0:
-            if reuse and not failed:
-                release_connections(name)
+            if reuse and failed is None:
+                release_connections(work.name)
             else:
-                close_connections(name)
+                close_connections(work.name)
+        if listening:
+            _account.notify("finished", work, failed)
+        failed = None  # no cycle: exception -> traceback -> this frame
 
 
-def run_into(
-    future: concurrent.futures.Future[Any],
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    carried: Carried,
-    *,
-    close: bool = True,
-    reuse: bool = False,
-) -> BaseException | None:
-    """Run a task with :func:`run_task` in the calling thread and settle ``future``.
+def run_into(work: Work, *, close: bool = True, reuse: bool = False) -> BaseException | None:
+    """Run ``work`` with :func:`run_task` in the calling thread and settle its Future.
 
     Does nothing when the Future was cancelled before it started. Returns the
     exception the task raised (already set on the Future and logged), or None.
     """
+    future = work.future
     if not future.set_running_or_notify_cancel():
         return None
     try:
-        result = run_task(fn, args, kwargs, carried, close=close, reuse=reuse)
+        result = run_task(work, close=close, reuse=reuse)
     except BaseException as exc:
         future.set_exception(exc)
         return exc

@@ -25,15 +25,18 @@ import logging
 import os
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from django.utils import timezone
 
+from djthreads import _account
+from djthreads._account import BACKEND, DEFERRED, QUEUED, Work
 from djthreads._default import get_executor
-from djthreads._run import Carried, in_task, run_task
+from djthreads._run import in_task, run_into
 from djthreads.conf import get_settings
 from djthreads.exceptions import QueueFullError
-from djthreads.executor import DjangoExecutor
+from djthreads.executor import DjangoExecutor, _worker_state
 
 logger = logging.getLogger("djthreads.backends")
 
@@ -47,38 +50,37 @@ class Job(Protocol):
 
     def not_started(self, exc: BaseException) -> None: ...
 
-
-class _Queued:
-    __slots__ = ("carried", "job", "priority")
-
-    def __init__(self, job: Job, carried: Carried, priority: int) -> None:
-        self.job = job
-        self.carried = carried
-        self.priority = priority
+    def dropped(self, why: str) -> None: ...
 
 
 _lock = threading.Lock()  # guards everything below
 _changed = threading.Condition(_lock)  # the heaps or _in_flight changed
-_ready: list[tuple[int, int, _Queued]] = []  # heap of (-priority, sequence, item)
-_deferred: list[tuple[datetime.datetime, int, _Queued]] = []  # heap of (run_after, seq, item)
+_ready: list[tuple[int, int, Work]] = []  # heap of (-priority, sequence, work)
+_deferred: list[tuple[datetime.datetime, int, int, Work]] = []  # (run_after, seq, -priority, work)
 _in_flight = 0  # handed to the pool and not finished
 _sequence = itertools.count()  # equal priorities run first come, first served
 _dispatcher: threading.Thread | None = None
 
 
-def put(job: Job, carried: Carried, *, priority: int, run_after: datetime.datetime | None) -> None:
-    """Queue ``job`` to run in the default pool, by priority, not before ``run_after``.
+def _job(work: Work) -> Job:
+    return cast(Job, work.fn)
 
-    Runs in the enqueuing thread. At most ``DJTHREADS['MAX_QUEUE']`` tasks wait
-    (ready or deferred) beyond those handed to the pool; when that is reached,
-    this waits for room (``ON_FULL="block"``) or raises QueueFullError
-    (``ON_FULL="raise"``). Called from inside a pool task, a full queue runs
-    the job inline instead, so a task that enqueues tasks cannot deadlock.
+
+def put(work: Work, *, priority: int, run_after: datetime.datetime | None) -> None:
+    """Queue ``work`` (a Job) to run in the default pool, by priority, not before ``run_after``.
+
+    Runs in the enqueuing thread. From here until it ends the task is in the
+    account of outstanding work (``djthreads._account``), deferred while
+    ``run_after`` is ahead. At most ``DJTHREADS['MAX_QUEUE']`` tasks wait
+    (ready or deferred) beyond those handed to the pool; when that is
+    reached, this waits for room (``ON_FULL="block"``) or raises
+    QueueFullError (``ON_FULL="raise"``). Called from inside a pool task, a
+    full queue runs the job inline instead, so a task that enqueues tasks
+    cannot deadlock.
     """
     global _dispatcher
     conf = get_settings()
     limit = get_executor().max_workers
-    item = _Queued(job, carried, priority)
     with _lock:
         inline = False
         while _waiting() >= conf.MAX_QUEUE and not (
@@ -90,15 +92,18 @@ def put(job: Job, carried: Carried, *, priority: int, run_after: datetime.dateti
             if conf.ON_FULL == "raise":
                 raise QueueFullError(
                     f"The djthreads task queue is full ({conf.MAX_QUEUE} tasks waiting); "
-                    f"{job.name} was not enqueued. Raise DJTHREADS['MAX_QUEUE'] or set "
+                    f"{work.name} was not enqueued. Raise DJTHREADS['MAX_QUEUE'] or set "
                     "DJTHREADS['ON_FULL'] = 'block' to wait."
                 )
             _changed.wait()
         if not inline:
             if run_after is not None and run_after > timezone.now():
-                heapq.heappush(_deferred, (run_after, next(_sequence), item))
+                work.state = DEFERRED
+                heapq.heappush(_deferred, (run_after, next(_sequence), -priority, work))
             else:
-                heapq.heappush(_ready, (-priority, next(_sequence), item))
+                work.state = QUEUED
+                heapq.heappush(_ready, (-priority, next(_sequence), work))
+            _account.add(work)
             if _dispatcher is None:
                 _dispatcher = threading.Thread(
                     name="djthreads-tasks-dispatcher", target=_dispatch_forever, daemon=True
@@ -108,7 +113,11 @@ def put(job: Job, carried: Carried, *, priority: int, run_after: datetime.dateti
             return
     # Full, and called from a pool task: waiting could deadlock (every worker
     # waiting for room that only workers make), so run it here, like submit().
-    run_task(job, (), {}, carried)
+    _account.add(work)
+    try:
+        run_into(work)
+    finally:
+        _account.end(work)
 
 
 def _waiting() -> int:
@@ -126,50 +135,54 @@ def _dispatch_forever() -> None:
                 _changed.wait()
             continue
         with _lock:
-            item = _next_ready(executor.max_workers)
-        if item is not None:
-            _hand_over(executor, item)
+            work = _next_ready(executor.max_workers)
+        if work is not None:
+            _hand_over(executor, work)
 
 
-def _next_ready(limit: int) -> _Queued | None:
+def _next_ready(limit: int) -> Work | None:
     # Called with _lock held. Returns a task that may go to the pool now,
     # counted in flight; otherwise waits for a change or the next due task and
     # returns None, so the caller looks the pool (and its size) up again.
     global _in_flight
     now = timezone.now()
     while _deferred and _deferred[0][0] <= now:
-        _, _, due = heapq.heappop(_deferred)
-        heapq.heappush(_ready, (-due.priority, next(_sequence), due))
+        _, _, negated, due = heapq.heappop(_deferred)
+        due.state = QUEUED
+        heapq.heappush(_ready, (negated, next(_sequence), due))
     if _ready and _in_flight < limit:
-        _, _, item = heapq.heappop(_ready)
+        _, _, work = heapq.heappop(_ready)
         _in_flight += 1
         _changed.notify_all()  # room for a blocked put()
-        return item
+        return work
     _changed.wait((_deferred[0][0] - now).total_seconds() if _deferred else None)
     return None
 
 
-def _hand_over(executor: DjangoExecutor, item: _Queued) -> None:
+def _hand_over(executor: DjangoExecutor, work: Work) -> None:
     # Runs in the dispatcher thread, never in a pool worker, so a full pool
     # makes it wait (ON_FULL="block") rather than run the task inline.
-    future: concurrent.futures.Future[None] = concurrent.futures.Future()
-    future.add_done_callback(functools.partial(_finished, item))
     try:
-        executor.submit_future(future, item.job, (), {}, item.carried)
+        executor.submit_work(work)
     except Exception as exc:
         # QueueFullError (ON_FULL="raise" and the pool is full of other work)
         # or RuntimeError (the pool shut down): the task cannot start.
         _release()
-        item.job.not_started(exc)
+        _account.end(work)
+        _job(work).not_started(exc)
+        if work.future.set_running_or_notify_cancel():
+            work.future.set_exception(exc)
+        return
+    work.future.add_done_callback(functools.partial(_finished, work))
 
 
-def _finished(item: _Queued, future: concurrent.futures.Future[None]) -> None:
+def _finished(work: Work, future: concurrent.futures.Future[Any]) -> None:
     # Runs in the pool worker after the task (its connections already closed),
     # or in the thread that cancelled the queued Future at pool shutdown.
     _release()
     if future.cancelled():
-        item.job.not_started(
-            RuntimeError(f"{item.job.name} was cancelled: the djthreads pool shut down.")
+        _job(work).not_started(
+            RuntimeError(f"{work.name} was cancelled: the djthreads pool shut down.")
         )
 
 
@@ -180,10 +193,44 @@ def _release() -> None:
         _changed.notify_all()
 
 
-def pending_names() -> list[str]:
-    """Return the names of the tasks waiting here (ready or deferred)."""
+def _help_waiter(pending: list[Work]) -> None:
+    # djthreads._account.wait() from a worker of the default pool: run the
+    # ready backend tasks it waits for here. With every worker busy waiting,
+    # the dispatcher could never hand them over.
+    if getattr(_worker_state, "queued", None) is not get_executor()._queued:
+        return
+    wanted = {work.number for work in pending if work.kind == BACKEND}
+    if not wanted:
+        return
     with _lock:
-        return sorted(item.job.name for _, _, item in [*_ready, *_deferred])
+        claimed = [entry[2] for entry in _ready if entry[2].number in wanted]
+        if claimed:
+            _ready[:] = [entry for entry in _ready if entry[2].number not in wanted]
+            heapq.heapify(_ready)
+            _changed.notify_all()
+    for work in claimed:
+        try:
+            run_into(work)  # nested: the waiting task's finally closes connections
+        finally:
+            _account.end(work)
+
+
+_account.helpers.append(_help_waiter)
+
+
+def drop_deferred(select: Callable[[Work], bool], why: str) -> list[Work]:
+    """Remove the deferred tasks ``select`` picks: they never run; ``why`` is logged."""
+    with _lock:
+        dropped = [entry[3] for entry in _deferred if select(entry[3])]
+        if dropped:
+            _deferred[:] = [entry for entry in _deferred if not select(entry[3])]
+            heapq.heapify(_deferred)
+            _changed.notify_all()
+    for work in dropped:
+        _account.end(work)
+        _job(work).dropped(why)
+        work.future.cancel()
+    return dropped
 
 
 @atexit.register
@@ -204,11 +251,11 @@ def _drain_at_exit() -> None:
             if remaining <= 0:
                 break
             _changed.wait(remaining)
-        lost = sorted(item.job.name for _, _, item in [*_ready, *_deferred])
+        lost = [entry[2] for entry in sorted(_ready)] + [entry[3] for entry in sorted(_deferred)]
     if lost:
         logger.warning(
-            "exit: tasks=%s never started; ThreadPoolBackend keeps tasks in memory only",
-            lost,
+            "exit: tasks=[%s] never started; ThreadPoolBackend keeps tasks in memory only",
+            "; ".join(work.describe() for work in lost),
         )
 
 

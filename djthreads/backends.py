@@ -22,7 +22,7 @@ import os
 import threading
 import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -33,6 +33,7 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from djthreads import _taskqueue
+from djthreads._account import BACKEND, Work
 from djthreads._dispatch import hold_until_commit, in_transaction
 from djthreads._run import capture
 from djthreads._tasks_compat import (
@@ -50,6 +51,7 @@ from djthreads._tasks_compat import (
     task_started,
 )
 from djthreads.conf import get_settings
+from djthreads.executor import new_future
 
 logger = logging.getLogger("djthreads.backends")
 
@@ -139,12 +141,19 @@ def _update(record: AnyTaskResult, **fields: Any) -> None:
 class _Job:
     """One enqueued task: runs in a pool worker, inside ``run_task``."""
 
-    def __init__(self, record: AnyTaskResult, results: _Results, max_results: int) -> None:
+    def __init__(
+        self,
+        record: AnyTaskResult,
+        results: _Results,
+        max_results: int,
+        backend: type[BaseTaskBackend],
+    ) -> None:
         self.record = record
         self.results = results
         self.max_results = max_results
+        self.backend = backend  # the signals' sender: the backend's own class
         self.name = record.task.module_path
-        # run_task() names tasks by __module__/__qualname__ in its log lines.
+        # The account names tasks by __module__/__qualname__ in its log lines.
         self.__module__ = record.task.func.__module__
         self.__qualname__ = record.task.func.__qualname__
 
@@ -154,8 +163,11 @@ class _Job:
         The worker's database connections are closed by ``run_task`` after
         this returns. A coroutine task runs to completion through asgiref's
         ``async_to_sync`` (``Task.call``), so its ``sync_to_async`` database
-        calls come back to this worker and are closed with it. An exception
-        is recorded as FAILED with its class path and traceback.
+        calls come back to this worker and are closed with it. Any exception
+        — from the task, from a ``task_started`` receiver, even
+        KeyboardInterrupt — ends the result FAILED with its class path and
+        traceback and sends ``task_finished`` (whose Django receiver logs it);
+        then it is re-raised, so waits and the test helpers see the failure.
         """
         record = self.record
         started = timezone.now()
@@ -164,24 +176,22 @@ class _Job:
             object.__setattr__(record, "started_at", started)
             object.__setattr__(record, "last_attempted_at", started)
             record.worker_ids.append(f"{os.getpid()}:{threading.current_thread().name}")
-        task_started.send(sender=ThreadPoolBackend, task_result=record)
         task = record.task
         try:
+            task_started.send(sender=self.backend, task_result=record)
             if task.takes_context:
                 value = task.call(TaskContext(task_result=record), *record.args, **record.kwargs)
             else:
                 value = task.call(*record.args, **record.kwargs)
             value = normalize_json(value)
-        except KeyboardInterrupt:
-            raise
         except BaseException as exc:
             self._fail(exc)
             # Sent inside the handler, as Django does: its receiver logs the
             # failure at ERROR with this exception's traceback.
-            task_finished.send(sender=ThreadPoolBackend, task_result=record)
-        else:
-            self._finish(TaskResultStatus.SUCCESSFUL, _return_value=value)
-            task_finished.send(sender=ThreadPoolBackend, task_result=record)
+            task_finished.send(sender=self.backend, task_result=record)
+            raise
+        self._finish(TaskResultStatus.SUCCESSFUL, _return_value=value)
+        task_finished.send(sender=self.backend, task_result=record)
 
     def not_started(self, exc: BaseException) -> None:
         """Record that the task will never run (the pool refused it or shut down)."""
@@ -191,7 +201,13 @@ class _Job:
         except BaseException:
             # Raised and caught so that Django's receiver logs it with exc_info.
             self._fail(exc)
-            task_finished.send(sender=ThreadPoolBackend, task_result=self.record)
+            task_finished.send(sender=self.backend, task_result=self.record)
+
+    def dropped(self, why: str) -> None:
+        """Forget a task that will never run (no record is kept); log why."""
+        with _lock:
+            self.results.records.pop(self.record.id, None)
+        logger.warning("task=%s id=%s dropped: %s", self.name, self.record.id, why)
 
     def _fail(self, exc: BaseException) -> None:
         error = TaskError(
@@ -231,8 +247,12 @@ class ThreadPoolBackend(BaseTaskBackend):
 
     Results live in this process only: ``get_result`` sees tasks enqueued
     here, keeps every unfinished one and the last ``OPTIONS['MAX_RESULTS']``
-    finished ones per alias, and forgets them at restart. Tasks still queued
-    at exit are lost (see the README's "Outgrowing one machine").
+    finished ones per alias, and forgets them at restart. Ready tasks get
+    DJTHREADS['SHUTDOWN_TIMEOUT'] at exit to run; deferred ones and what is
+    left then are lost and named in a WARNING (the durable backend keeps them).
+    Every task is in the account of outstanding work from enqueue (or commit)
+    until it ends: ``djthreads.wait_for_tasks()`` and the test helpers wait for
+    it. ``task_started``/``task_finished`` are sent with ``sender=type(self)``.
     """
 
     supports_defer = True
@@ -274,40 +294,40 @@ class ThreadPoolBackend(BaseTaskBackend):
         results = _store(self.alias)
         with _lock:
             results.records[record.id] = record
-        job = _Job(record, results, options["MAX_RESULTS"])
+        job = _Job(record, results, options["MAX_RESULTS"], type(self))
+        work = Work(job, (), {}, capture(), BACKEND, new_future(), ident=record.id)
         snapshot = _snapshot(record)
-        carried = capture()
         using = options["USING"]
         if in_transaction(on_commit, using):
             # On rollback the task never runs and its result disappears, as a
             # database row would.
             hold_until_commit(
                 using,
-                functools.partial(self._queue_after_commit, job, carried),
+                functools.partial(self._queue_after_commit, work),
                 functools.partial(_rolled_back, results, record.id, job.name),
             )
         else:
             try:
-                self._queue(job, carried)
+                self._queue(work)
             except BaseException:
                 with _lock:
                     results.records.pop(record.id, None)
                 raise
         return snapshot
 
-    def _queue_after_commit(self, job: _Job, carried: Any) -> None:
+    def _queue_after_commit(self, work: Work) -> None:
         # Runs in the committing thread: raising would fail the code after the
         # user's commit, so a refusal is recorded on the task instead.
         try:
-            self._queue(job, carried)
+            self._queue(work)
         except Exception as exc:
-            job.not_started(exc)
+            cast(_Job, work.fn).not_started(exc)
 
-    def _queue(self, job: _Job, carried: Any) -> None:
-        task_enqueued.send(sender=type(self), task_result=job.record)
-        task = job.record.task
-        _taskqueue.put(job, carried, priority=task.priority, run_after=task.run_after)
-        logger.debug("task=%s id=%s queued priority=%s", job.name, job.record.id, task.priority)
+    def _queue(self, work: Work) -> None:
+        record = cast(_Job, work.fn).record
+        task_enqueued.send(sender=type(self), task_result=record)
+        _taskqueue.put(work, priority=record.task.priority, run_after=record.task.run_after)
+        logger.debug("task=%s id=%s queued priority=%s", work.name, work.id, record.task.priority)
 
     def get_result(self, result_id: str) -> AnyTaskResult:
         """Return a copy of the result ``result_id`` as it is now (any thread).

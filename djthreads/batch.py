@@ -21,9 +21,10 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, Protocol, TypeVar
 
-from djthreads._run import Carried, capture, task_name
+from djthreads._account import EXECUTOR, Work, task_name
+from djthreads._run import Carried, capture
 from djthreads.conf import get_settings
-from djthreads.executor import DjangoExecutor
+from djthreads.executor import DjangoExecutor, new_future
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +160,8 @@ def map(
     size = 1 if chunk_size is None else _positive("chunk_size", chunk_size)
     if not isinstance(progress, bool):
         raise TypeError(f"djthreads.map(progress=...) must be True or False, got {progress!r}.")
-    # A partial(fetch, job_id) is named after fetch in the log and the bar.
-    name = task_name(fn.func if isinstance(fn, functools.partial) else fn)
+    # A partial(fetch, job_id) is named after fetch in the log and the bar (task_name).
+    name = task_name(fn)
     total = len(iterable) if isinstance(iterable, Sized) else None
     bar = _progress_bar(total, name) if progress else None
     batch = _Batch()
@@ -169,9 +170,9 @@ def map(
     base = capture()
     executor = DjangoExecutor(
         workers,
+        f"{get_settings().THREAD_NAME_PREFIX}_map",
         # Never more than the window waits, so submitting never blocks.
         max_queue=2 * workers,
-        thread_name_prefix=f"{get_settings().THREAD_NAME_PREFIX}_map",
     )
     results: list[R] = []
     try:
@@ -217,7 +218,7 @@ def _run_all(
             if part is _END:
                 exhausted = True
                 break
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            future = new_future()
             with batch.lock:
                 if batch.stopped():
                     return  # the failure callback has already cancelled the window
@@ -225,7 +226,7 @@ def _run_all(
             future.add_done_callback(batch.on_done)
             # A Context can be entered by one thread at a time: one copy per part.
             carried = Carried(base.context.copy(), base.language)
-            executor.submit_future(future, call, (part,), {}, carried)
+            executor.submit_work(Work(call, (part,), {}, carried, EXECUTOR, future))
         if batch.stopped() or not window:
             return
         head, count = window[0]

@@ -1,4 +1,4 @@
-"""System checks for the DJTHREADS setting (djthreads.E001 to E010, W001)."""
+"""System checks for the DJTHREADS setting (djthreads.E001 to E011, W001)."""
 
 from __future__ import annotations
 

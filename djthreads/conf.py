@@ -27,6 +27,7 @@ DEFAULTS: Mapping[str, Any] = {
     "THREAD_NAME_PREFIX": "djthreads",
     "REUSE_CONNECTIONS": False,
     "EAGER": False,
+    "LOG_ARGUMENTS": True,
 }
 
 ON_FULL_CHOICES = ("block", "raise")
@@ -44,6 +45,7 @@ class Settings:
     THREAD_NAME_PREFIX: str
     REUSE_CONNECTIONS: bool
     EAGER: bool
+    LOG_ARGUMENTS: bool
 
 
 def _is_int(value: object) -> bool:
@@ -110,6 +112,7 @@ def validate(raw: object) -> list[tuple[str, str]]:
         )
     errors += _boolean(values, "REUSE_CONNECTIONS", "djthreads.E010")
     errors += _boolean(values, "EAGER", "djthreads.E009")
+    errors += _boolean(values, "LOG_ARGUMENTS", "djthreads.E011")
     return errors
 
 

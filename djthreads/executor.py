@@ -3,23 +3,32 @@
 Why not ``concurrent.futures.ThreadPoolExecutor``: its queue is unbounded, and
 at interpreter exit it joins its non-daemon workers with no timeout, so one
 stuck task holds a gunicorn worker's shutdown forever. This pool keeps the
-stdlib's ``Executor`` interface and ``Future`` but bounds the queue, runs
-daemon workers and drains them at exit within ``shutdown_timeout``
-(see ``djthreads._default``).
+stdlib's constructor, ``Executor`` interface, ``Future`` and worker life cycle
+(idle workers are reused; a worker holds only a weak reference to its
+executor, so an unreachable pool's idle workers exit; a failing initializer
+breaks the pool with ``BrokenThreadPool``) but bounds the queue, runs daemon
+workers, drains every live pool at exit within its ``shutdown_timeout``, and
+lets a worker that waits for a queued task of its own pool run it itself.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import itertools
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
+from concurrent.futures.thread import BrokenThreadPool
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from djthreads._run import Carried, capture, close_connections, run_into, task_name
+from djthreads import _account
+from djthreads._account import EXECUTOR, QUEUED, Work
+from djthreads._run import capture, close_connections, in_task, run_into
 from djthreads.exceptions import QueueFullError
 
 logger = logging.getLogger("djthreads")
@@ -27,83 +36,220 @@ logger = logging.getLogger("djthreads")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_worker_state = threading.local()  # .executor: the DjangoExecutor this thread works for
+# .queued: the claim table of the pool this thread works for;
+# .reuse: that pool keeps connections between tasks (the test helpers ask).
+_worker_state = threading.local()
+
+# Every executor that started a worker and is not collected: the exit drain's list.
+_live: weakref.WeakSet[DjangoExecutor] = weakref.WeakSet()
+# Set once the exit drain begins: from then on only running tasks may submit
+# (their work runs inline), as the stdlib refuses submissions at exit.
+_exiting = False
+_names = itertools.count()
 
 
-class _WorkItem:
-    __slots__ = ("args", "carried", "fn", "future", "kwargs")
+class _TaskFuture(concurrent.futures.Future[Any]):
+    """A Future whose ``result()``/``exception()`` in a worker of the same pool helps.
 
-    def __init__(
-        self,
-        future: concurrent.futures.Future[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        carried: Carried,
-    ) -> None:
-        self.future = future
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.carried = carried
+    When a worker waits for a task of its own pool that has not started, it
+    runs that task itself (as fork-join pools do) instead of waiting for a
+    worker that may never come: ``submit(lambda: submit(child).result())``
+    completes even with one worker. Holds the pool's claim table, never the
+    executor, so a Future kept by the caller does not keep the pool alive.
+    """
 
-    def run(self, reuse: bool) -> None:
-        """Run in the calling thread and settle the Future (no-op if cancelled)."""
-        # The returned exception is on the Future already; not keeping it here
-        # avoids the cycle exception -> traceback -> this frame.
-        run_into(self.future, self.fn, self.args, self.kwargs, self.carried, reuse=reuse)
+    _djthreads_queued: dict[int, Work] | None = None
+    _djthreads_number = 0
+
+    def _help(self) -> None:
+        table = self._djthreads_queued
+        mine: dict[int, Work] | None = getattr(_worker_state, "queued", None)
+        if table is not None and table is mine:
+            work = table.pop(self._djthreads_number, None)  # claim it, or someone did
+            if work is not None:
+                work.owner._run_here(work)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """As ``Future.result``; in a worker of the same pool, run the task here if queued."""
+        self._help()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """As ``Future.exception``; in a worker of the same pool, run the task here if queued."""
+        self._help()
+        return super().exception(timeout)
+
+
+def _help_waiter(pending: list[Work]) -> None:
+    # djthreads._account.wait() from a pool worker: run the queued work of
+    # this worker's own pool here, so the wait cannot deadlock on it.
+    table = getattr(_worker_state, "queued", None)
+    if table is None:
+        return
+    for work in pending:
+        claimed = table.pop(work.number, None)
+        if claimed is not None:
+            claimed.owner._run_here(claimed)
+
+
+_account.helpers.append(_help_waiter)
+
+
+def new_future() -> concurrent.futures.Future[Any]:
+    """A Future for work that may go to a DjangoExecutor (it can be helped along)."""
+    return _TaskFuture()
+
+
+def _worker(
+    executor_reference: weakref.ref[DjangoExecutor],
+    work_queue: queue.SimpleQueue[Work | None],
+    table: dict[int, Work],
+    reuse: bool,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> None:
+    """Worker loop: runs in each pool thread until the shutdown sentinel."""
+    _worker_state.queued = table
+    _worker_state.reuse = reuse
+    name = threading.current_thread().name
+    logger.debug("worker=%s started", name)
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException:
+            logger.critical("worker=%s initializer failed", name, exc_info=True)
+            close_connections("initializer")
+            executor = executor_reference()
+            if executor is not None:
+                executor._initializer_failed()
+            return
+    while True:
+        try:
+            work = work_queue.get_nowait()
+        except queue.Empty:
+            # Count this worker idle only when there is nothing to take, so
+            # the next submit reuses it instead of starting another thread.
+            executor = executor_reference()
+            if executor is not None:
+                executor._idle.release()
+            del executor
+            work = work_queue.get()
+        if work is not None:
+            # Claim it: a waiter in a worker may have run it, or shutdown
+            # cancelled it, since it was queued.
+            if table.pop(work.number, None) is not None:
+                work.owner._run_claimed(work, reuse)
+            del work  # see CPython gh-60488: no reference to a finished task
+            continue
+        executor = executor_reference()
+        # Exit when the interpreter exits, the executor was collected, or shut down.
+        if _exiting or executor is None or executor._shutdown:
+            if executor is not None:
+                executor._shutdown = True
+            work_queue.put(None)  # wake the next worker
+            del executor
+            # Connections kept by reuse_connections must not outlive the pool.
+            close_connections("worker exit")
+            logger.debug("worker=%s stopped", name)
+            return
+        del executor
 
 
 class DjangoExecutor(concurrent.futures.Executor):
-    """A ``concurrent.futures.Executor`` with bounded workers and a bounded queue.
+    """A ``concurrent.futures.ThreadPoolExecutor`` with a bounded queue and clean connections.
 
-    Tasks run in daemon worker threads named ``<thread_name_prefix>_<n>``, each
-    in a copy of the submitter's contextvars and active language, and each is
-    followed by ``connections.close_all()`` in the worker — or, with
+    Takes the stdlib's constructor — ``max_workers`` (None: DJTHREADS['MAX_WORKERS']),
+    ``thread_name_prefix``, ``initializer``, ``initargs`` — plus keyword
+    options: ``max_queue`` tasks wait beyond the running ones; when both are
+    taken ``submit`` waits for a slot (``on_full="block"``) or raises
+    QueueFullError (``on_full="raise"``); ``shutdown_timeout`` bounds the
+    wait for this pool's tasks at interpreter exit; ``reuse_connections``
+    lets workers keep usable connections between tasks.
+
+    Tasks run in daemon worker threads named ``<thread_name_prefix>_<n>``,
+    each in a copy of the submitter's contextvars and active language, and
+    each is followed by ``connections.close_all()`` in the worker — or, with
     ``reuse_connections``, by Django's end-of-request rules, so a worker keeps
-    its usable connections between tasks (at most one per alias per worker)
-    and closes them when it stops at shutdown. At most
-    ``max_workers`` tasks run and ``max_queue`` wait; when both are taken,
-    ``submit`` waits for a slot (``on_full="block"``) or raises
-    QueueFullError (``on_full="raise"``). A task submitted from one of this
-    pool's own workers while the pool is full runs inline in that worker, so
-    nested submission cannot deadlock.
+    at most one connection per alias and closes it when it stops. An idle
+    worker is reused before a new one starts. A task submitted from one of
+    this pool's own workers while the pool is full runs inline in that worker,
+    and a worker that waits on the Future of a queued task of this pool runs
+    that task itself, so nested submission cannot deadlock. The initializer
+    runs in each worker before its first task; if it raises, the pool is
+    broken: queued and later tasks get ``BrokenThreadPool``, as in the stdlib.
 
-    ``submit`` dispatches at once; ``djthreads.submit``/``run_async`` add the
-    on-commit hold on top of it. After ``os.fork()`` an executor cannot be used
-    in the child (the default one from ``get_executor()`` is replaced there).
+    At interpreter exit every live DjangoExecutor waits up to its own
+    ``shutdown_timeout`` for its tasks, then cancels what is still queued and
+    logs a WARNING naming each unfinished task; from then on ``submit`` raises
+    RuntimeError outside a task. An executor that becomes unreachable without
+    ``shutdown()`` lets its idle workers exit. After ``os.fork()`` an
+    executor cannot be used in the child (``get_executor()`` builds a new
+    default one there).
     """
 
     def __init__(
         self,
-        max_workers: int = 8,
-        max_queue: int = 1000,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
         *,
+        max_queue: int = 1000,
         on_full: Literal["block", "raise"] = "block",
-        thread_name_prefix: str = "djthreads",
         shutdown_timeout: float = 30.0,
         reuse_connections: bool = False,
     ) -> None:
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-            raise ValueError(f"max_workers must be a positive integer, got {max_workers!r}.")
+        if max_workers is None:
+            from djthreads.conf import get_settings
+
+            max_workers = get_settings().MAX_WORKERS
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise TypeError(f"max_workers must be an integer or None, got {max_workers!r}.")
+        if max_workers <= 0:
+            # The stdlib's wording, which its own tests match.
+            raise ValueError(f"max_workers must be greater than 0, got {max_workers!r}.")
         if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0:
             raise ValueError(f"max_queue must be an integer >= 0, got {max_queue!r}.")
         if on_full not in ("block", "raise"):
             raise ValueError(f"on_full must be 'block' or 'raise', got {on_full!r}.")
-        self.max_workers = max_workers
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError(
+                "thread_name_prefix must be a string, got "
+                f"{thread_name_prefix!r}: DjangoExecutor takes ThreadPoolExecutor's "
+                "arguments in its order; pass max_queue=... by keyword."
+            )
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be a callable, got {initializer!r}.")
+        if (
+            isinstance(shutdown_timeout, bool)
+            or not isinstance(shutdown_timeout, (int, float))
+            or not shutdown_timeout >= 0
+        ):
+            raise ValueError(
+                f"shutdown_timeout must be a number of seconds >= 0, got {shutdown_timeout!r}."
+            )
+        self.max_workers = self._max_workers = max_workers
         self.max_queue = max_queue
         self.on_full = on_full
-        self.thread_name_prefix = thread_name_prefix
-        self.shutdown_timeout = shutdown_timeout
+        self.thread_name_prefix = thread_name_prefix or f"DjangoExecutor-{next(_names)}"
+        self.shutdown_timeout = float(shutdown_timeout)
         self.reuse_connections = reuse_connections
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._kind = EXECUTOR
         self._slots = threading.Semaphore(max_workers + max_queue)
         self._idle = threading.Semaphore(0)
-        self._queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # guards _shutdown, _threads and _pending
+        self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
+        # Queued work not yet claimed by a worker, by number: popping an entry
+        # (atomic) is how a worker, a helping waiter or shutdown claims it.
+        self._queued: dict[int, Work] = {}
+        self._lock = threading.Lock()  # guards _shutdown, _broken and _threads
         self._shutdown = False
+        self._broken: str | Literal[False] = False
         self._threads: set[threading.Thread] = set()
-        self._pending: set[_WorkItem] = set()  # queued or running
         self._pid = os.getpid()
+
+    # -- submitting -------------------------------------------------------------
 
     def submit(
         self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -113,22 +259,16 @@ class DjangoExecutor(concurrent.futures.Executor):
         Runs in the calling thread only to capture its context; the function
         runs in a worker (or inline, when nested in a full pool).
         """
-        future: concurrent.futures.Future[R] = concurrent.futures.Future()
-        self.submit_future(future, fn, args, kwargs, capture())
-        return future
+        work = Work(fn, args, kwargs, capture(), self._kind, _TaskFuture())
+        self.submit_work(work)
+        return work.future
 
-    def submit_future(
-        self,
-        future: concurrent.futures.Future[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        carried: Carried,
-    ) -> None:
-        """Queue a task whose Future and captured context already exist.
+    def submit_work(self, work: Work) -> None:
+        """Queue a task whose record (Future, captured context) already exists.
 
-        Used by the on-commit hold, which hands out the Future before the task
-        reaches the pool. Raises QueueFullError or RuntimeError like ``submit``.
+        Used by the on-commit hold, the Tasks backend and ``map``, which hand
+        out the Future before the task reaches the pool. Raises QueueFullError,
+        BrokenThreadPool or RuntimeError like ``submit``.
         """
         if self._pid != os.getpid():
             raise RuntimeError(
@@ -136,18 +276,20 @@ class DjangoExecutor(concurrent.futures.Executor):
                 "after os.fork(); create a new one in the child, or use "
                 "djthreads.get_executor(), which does."
             )
-        item = _WorkItem(future, fn, args, kwargs, carried)
+        if _exiting:
+            self._exit_submission(work)
+            return
         self._check_open()
         if not self._slots.acquire(blocking=False):
-            if getattr(_worker_state, "executor", None) is self:
+            if getattr(_worker_state, "queued", None) is self._queued:
                 # Waiting for a slot from inside a worker can deadlock (every
                 # worker waiting on tasks queued behind it), so run it here.
-                item.run(self.reuse_connections)
+                self._run_inline(work)
                 return
             if self.on_full == "raise":
                 raise QueueFullError(
                     f"The djthreads pool is full ({self.max_workers} tasks running, "
-                    f"{self.max_queue} waiting); {task_name(fn)} was not queued. Raise "
+                    f"{self.max_queue} waiting); {work.name} was not queued. Raise "
                     "DJTHREADS['MAX_QUEUE'] or set DJTHREADS['ON_FULL'] = 'block' to wait."
                 )
             self._slots.acquire()
@@ -155,100 +297,145 @@ class DjangoExecutor(concurrent.futures.Executor):
             try:
                 # Again: shutdown() may have run while we waited for the slot.
                 self._check_open()
-            except RuntimeError:
+            except BaseException:
                 self._slots.release()
                 raise
-            self._pending.add(item)
-            self._queue.put(item)
+            work.owner = self
+            work.state = QUEUED
+            future = work.future
+            if isinstance(future, _TaskFuture):
+                future._djthreads_queued = self._queued
+                future._djthreads_number = work.number
+            self._queued[work.number] = work
+            _account.add(work)
+            self._queue.put(work)
             self._adjust_thread_count()
 
     def _check_open(self) -> None:
+        if self._broken:
+            raise BrokenThreadPool(self._broken)
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def _exit_submission(self, work: Work) -> None:
+        # The exit drain has begun. A running task may still finish its job
+        # (its work runs inline); anyone else is refused, never accepted and lost.
+        if self._broken:
+            raise BrokenThreadPool(self._broken)
+        if not in_task():
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        self._run_inline(work)
 
     def _adjust_thread_count(self) -> None:
         # Called with self._lock held. An idle worker takes the item; else grow.
         if self._idle.acquire(blocking=False):
             return
+
+        # When the executor is collected, wake every worker so that it exits.
+        def weakref_cb(_: object, q: queue.SimpleQueue[Work | None] = self._queue) -> None:
+            q.put(None)
+
         if len(self._threads) < self.max_workers:
             thread = threading.Thread(
                 name=f"{self.thread_name_prefix}_{len(self._threads)}",
-                target=self._work,
+                target=_worker,
+                args=(
+                    weakref.ref(self, weakref_cb),
+                    self._queue,
+                    self._queued,
+                    self.reuse_connections,
+                    self._initializer,
+                    self._initargs,
+                ),
                 # Daemon, so interpreter exit does not join a stuck task forever;
-                # shutdown(timeout=...) at exit waits for the rest instead.
+                # the exit drain waits up to shutdown_timeout instead.
                 daemon=True,
             )
             thread.start()
             self._threads.add(thread)
+            _live.add(self)
 
-    def _work(self) -> None:
-        """Worker loop: runs in each pool thread until the shutdown sentinel."""
-        _worker_state.executor = self
-        logger.debug("worker=%s started", threading.current_thread().name)
-        while True:
-            item = self._queue.get()
-            if item is None:
-                self._queue.put(None)  # wake the next worker
-                # Connections kept by reuse_connections must not outlive the pool.
-                close_connections("worker exit")
-                logger.debug("worker=%s stopped", threading.current_thread().name)
-                return
-            try:
-                item.run(self.reuse_connections)
-            finally:
-                with self._lock:
-                    self._pending.discard(item)
-                del item
-                self._slots.release()
-                self._idle.release()
+    # -- running ----------------------------------------------------------------
+
+    def _run_claimed(self, work: Work, reuse: bool) -> None:
+        """Run claimed queued work in this worker, then free its slot (worker thread)."""
+        try:
+            run_into(work, reuse=reuse)
+        finally:
+            _account.end(work)
+            self._slots.release()
+
+    def _run_here(self, work: Work) -> None:
+        """Run claimed queued work inline in a worker that waits for it."""
+        try:
+            run_into(work)  # nested: the waiting task's finally closes connections
+        finally:
+            _account.end(work)
+            self._slots.release()
+
+    def _run_inline(self, work: Work) -> None:
+        """Run work that took no slot in the calling thread (a worker of a full pool)."""
+        work.owner = self
+        _account.add(work)
+        try:
+            run_into(work, reuse=self.reuse_connections)
+        finally:
+            _account.end(work)
+
+    def _initializer_failed(self) -> None:
+        # Runs in the worker whose initializer raised: the pool is unusable,
+        # as the stdlib's: fail everything queued, refuse everything new.
+        with self._lock:
+            self._broken = "A thread initializer failed, the thread pool is not usable anymore"
+        for work in self._claim_all():
+            if work.future.set_running_or_notify_cancel():
+                work.future.set_exception(BrokenThreadPool(self._broken))
+            logger.error("task=%s not run: %s", work.describe(), self._broken)
+            _account.end(work)
+            self._slots.release()
+
+    def _claim_all(self) -> list[Work]:
+        claimed = []
+        for number in list(self._queued):
+            work = self._queued.pop(number, None)
+            if work is not None:
+                claimed.append(work)
+        return claimed
+
+    def _cancel_queued(self) -> list[Work]:
+        """Cancel every task still queued; return them."""
+        cancelled = []
+        for work in self._claim_all():
+            if work.future.cancel():
+                work.future.set_running_or_notify_cancel()  # wake concurrent.futures.wait()
+                cancelled.append(work)
+            _account.end(work)
+            self._slots.release()
+        return cancelled
+
+    # -- observing --------------------------------------------------------------
+
+    def _work(self) -> list[Work]:
+        return [work for work in _account.outstanding() if work.owner is self]
 
     def pending(self) -> list[concurrent.futures.Future[Any]]:
         """Return the Futures of the tasks queued or running right now."""
-        with self._lock:
-            return [item.future for item in self._pending]
-
-    def pending_names(self) -> list[str]:
-        """Return the qualified names of the tasks queued or running right now."""
-        with self._lock:
-            return sorted(task_name(item.fn) for item in self._pending)
+        return [work.future for work in self._work() if not work.future.done()]
 
     def wait_for_tasks(self, timeout: float | None = None) -> None:
-        """Block until every task submitted so far has finished.
+        """Block until every task submitted so far (and what it submits) has finished.
 
+        Runs in the calling thread; never waits for the calling task itself.
         Raises the builtin TimeoutError, naming the unfinished tasks, when they
         have not finished within ``timeout`` seconds.
         """
-        with self._lock:
-            items = list(self._pending)
-        _, not_done = concurrent.futures.wait([item.future for item in items], timeout)
-        if not_done:
-            names = sorted(task_name(item.fn) for item in items if item.future in not_done)
-            raise TimeoutError(
-                f"{len(names)} djthreads task(s) still running after {timeout} s: "
-                + ", ".join(names)
-            )
+        left = _account.wait(timeout, self._owns, upto=_account.mark())
+        _account.raise_if_unfinished(left, timeout)
 
-    def _cancel_queued(self) -> list[str]:
-        """Cancel every task still in the queue; return their names."""
-        cancelled = []
-        sentinel = False
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                sentinel = True
-                continue
-            if item.future.cancel():
-                item.future.set_running_or_notify_cancel()
-                cancelled.append(task_name(item.fn))
-            with self._lock:
-                self._pending.discard(item)
-            self._slots.release()
-        if sentinel:
-            self._queue.put(None)
-        return cancelled
+    def _owns(self, work: Work) -> bool:
+        return work.owner is self
+
+    # -- stopping ---------------------------------------------------------------
 
     def shutdown(
         self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None
@@ -266,21 +453,61 @@ class DjangoExecutor(concurrent.futures.Executor):
             threads = list(self._threads)
         if cancel_futures:
             cancelled = self._cancel_queued()
-            if cancelled:
-                logger.info("shutdown cancelled=%s queued tasks: %s", len(cancelled), cancelled)
+            for work in cancelled:
+                logger.info("task=%s cancelled: shutdown(cancel_futures=True)", work.describe())
         self._queue.put(None)
         if not wait:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._join(threads, deadline, f"shutdown timeout={timeout}s")
+
+    def _join(self, threads: list[threading.Thread], deadline: float | None, why: str) -> None:
         for thread in threads:
+            if thread is threading.current_thread():
+                continue  # shutdown() from one of our own tasks
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(remaining)
-        if any(thread.is_alive() for thread in threads):
+        if any(
+            thread.is_alive() for thread in threads if thread is not threading.current_thread()
+        ):
             cancelled = self._cancel_queued()
-            running = self.pending_names()
+            running = [work for work in self._work() if not work.future.done()]
             logger.warning(
-                "shutdown timeout=%.1fs expired: running=%s cancelled=%s did not finish",
-                timeout,
-                running,
-                cancelled,
+                "%s expired for pool=%s: running=[%s] cancelled=[%s] did not finish",
+                why,
+                self.thread_name_prefix,
+                "; ".join(work.describe() for work in running),
+                "; ".join(work.describe() for work in cancelled),
             )
+
+
+def _drain_at_exit() -> None:
+    # atexit runs after threading joined the non-daemon threads; our workers
+    # are daemons, still running, and each pool bounds its own wait. Pools
+    # wait side by side: the exit takes the longest timeout, not the sum.
+    global _exiting
+    _exiting = True
+    executors = list(_live)
+    start = time.monotonic()
+    for executor in executors:
+        with executor._lock:
+            executor._shutdown = True
+        executor._queue.put(None)
+    for executor in executors:
+        executor._join(
+            list(executor._threads),
+            start + executor.shutdown_timeout,
+            f"exit: shutdown_timeout={executor.shutdown_timeout:.1f}s",
+        )
+
+
+atexit.register(_drain_at_exit)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's workers do not exist in the child: nothing to drain there.
+    global _live
+    _live = weakref.WeakSet()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

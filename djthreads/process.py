@@ -27,6 +27,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from djthreads._account import PROCESS, Work
 from djthreads._run import capture, in_task, run_task
 
 # In a forked child: every connection (and connection pool) inherited from the
@@ -120,7 +121,7 @@ def _in_child(run: Callable[[DjangoProcess], Any]) -> Callable[[DjangoProcess], 
         else:
             fn, args, kwargs = types.MethodType(run, self), (), {}
         try:
-            run_task(fn, args, kwargs, capture())
+            run_task(Work(fn, args, kwargs, capture(), PROCESS))
         finally:
             _close_own_pools()
 
@@ -180,7 +181,7 @@ class DjangoProcess(multiprocessing.Process):
 
     @property
     def start_method(self) -> str:
-        """The start method this process uses: "fork", "spawn" or "forkserver"."""
+        """The start method of this process ("fork", "spawn" or "forkserver")."""
         return self._djthreads_start_method or multiprocessing.get_start_method()
 
     def start(self) -> None:

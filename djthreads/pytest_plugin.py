@@ -60,6 +60,23 @@ def djthreads_eager() -> Iterator[None]:
         yield
 
 
+def _marker_options(
+    timeout: float = 10.0, expected: Any = ()
+) -> tuple[float, tuple[type[BaseException], ...]]:
+    """Validate ``@pytest.mark.djthreads(...)``: a wrong argument fails with Python's message."""
+    classes = expected if isinstance(expected, tuple) else (expected,)
+    if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+        raise TypeError(
+            "@pytest.mark.djthreads(expected=...) takes an exception class or a tuple of "
+            f"exception classes, got {expected!r}."
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise TypeError(
+            f"@pytest.mark.djthreads(timeout=...) takes a number of seconds > 0, got {timeout!r}."
+        )
+    return float(timeout), classes
+
+
 def _databases(request: pytest.FixtureRequest) -> Iterable[str]:
     from django.db import connections
 
@@ -97,16 +114,9 @@ def djthreads_threads(
     from djthreads.test._connections import check_databases
 
     marker = request.node.get_closest_marker("djthreads")
-    options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
-    timeout = options.pop("timeout", 10.0)
-    expected = options.pop("expected", ())
-    if options or (marker is not None and marker.args):
-        raise pytest.UsageError(
-            f"@pytest.mark.djthreads takes only the keyword arguments timeout and expected, "
-            f"got {marker.args if marker is not None else ()!r} {options!r}."
-        )
-    if isinstance(expected, type):
-        expected = (expected,)
+    timeout, expected = (
+        _marker_options(*marker.args, **marker.kwargs) if marker is not None else (10.0, ())
+    )
     databases = _databases(request)
     check_databases(databases, "The djthreads_threads fixture")
     tracker = TaskTracker(

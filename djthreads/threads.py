@@ -8,7 +8,9 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from djthreads._run import Carried, capture, in_task, run_task
+from djthreads import _account
+from djthreads._account import THREAD, Work
+from djthreads._run import capture, in_task, run_task
 
 
 def _run_target(self: DjangoThread) -> None:
@@ -31,26 +33,27 @@ def _hygienic(run: Callable[[DjangoThread], Any]) -> Callable[[DjangoThread], No
             # not ours, so its connections are not ours to close.
             run(self)
             return
-        carried = self._carried if self._carried is not None else capture()
-        target = self._djthreads_target
-        fn: Callable[..., Any]
-        if run is _run_target and target is not None:
-            # Plain DjangoThread(target=...): name the target in logs and signals.
-            fn, args, kwargs = target, self._djthreads_args, self._djthreads_kwargs
+        work = self._work
+        if work is None:  # run by a subclass's start() that skipped ours
+            work = self._make_work(run)
         else:
-            fn, args, kwargs = types.MethodType(run, self), (), {}
+            work.fn, work.args, work.kwargs = self._call(run)
         try:
-            returned = run_task(fn, args, kwargs, carried)
+            returned = run_task(work)
         except BaseException as exc:
             # run_task logged it once; keep it off threading.excepthook.
             self.exception = exc
             self.exitcode = 1
+            work.future.set_exception(exc)
+            _account.end(work)
         else:
-            if fn is target or target is None:
+            if work.fn is self._djthreads_target or self._djthreads_target is None:
                 self.result = returned
             else:
                 self.result = self._target_result
             self.exitcode = 0
+            work.future.set_result(self.result)
+            _account.end(work)
 
     return wrapper
 
@@ -88,7 +91,7 @@ class DjangoThread(threading.Thread):
         self._djthreads_args = tuple(args)
         self._djthreads_kwargs = dict(kwargs or {})
         self._target_result: Any = None
-        self._carried: Carried | None = None
+        self._work: Work | None = None
         self.result = None
         self.exception = None
         self.exitcode = None
@@ -98,9 +101,31 @@ class DjangoThread(threading.Thread):
         if "run" in cls.__dict__:
             cls.run = _hygienic(cls.__dict__["run"])
 
+    def _call(
+        self, run: Callable[[DjangoThread], Any]
+    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        # Plain DjangoThread(target=...): name the target in logs and signals.
+        target = self._djthreads_target
+        if run is _run_target and target is not None:
+            return target, self._djthreads_args, self._djthreads_kwargs
+        return types.MethodType(run, self), (), {}
+
+    def _make_work(self, run: Callable[[DjangoThread], Any]) -> Work:
+        fn, args, kwargs = self._call(run)
+        work = Work(fn, args, kwargs, capture(), THREAD)
+        work.future.set_running_or_notify_cancel()
+        return work
+
     def start(self) -> None:
-        """Capture the calling thread's context, then start the thread."""
-        self._carried = capture()
-        super().start()
+        """Capture the calling thread's context, count the thread as outstanding, start it."""
+        work = self._make_work(type(self).run.__wrapped__)  # type: ignore[attr-defined]
+        self._work = work
+        _account.add(work)
+        try:
+            super().start()
+        except BaseException:
+            _account.end(work)
+            self._work = None
+            raise
 
     run = _hygienic(_run_target)

@@ -130,3 +130,38 @@ def ingest(batch: str, size: int) -> int:
     with transaction.atomic():
         Item.objects.bulk_create(Item(name=f"{batch}-{n:03d}") for n in range(size))
     return size
+
+
+@task
+def interrupted() -> None:
+    raise KeyboardInterrupt
+
+
+@task
+def fan_out(count: int) -> int:
+    """Enqueue ``count`` children from inside a pool task, then wait for them all."""
+    import djthreads
+
+    children = [add.enqueue(n, n) for n in range(count)]
+    djthreads.wait_for_tasks(timeout=10)
+    total = 0
+    for child in children:
+        child.refresh()
+        value = child.return_value
+        assert value is not None
+        total += value
+    return total
+
+
+soak_ran: dict[int, int] = {}
+soak_lock = threading.Lock()
+
+
+@task
+def soak(key: int, fail: bool) -> int:
+    """Count one run of ``key``; raise when ``fail``."""
+    with soak_lock:
+        soak_ran[key] = soak_ran.get(key, 0) + 1
+    if fail:
+        raise ValueError(f"soak {key}")
+    return key

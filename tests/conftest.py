@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 import threading
@@ -103,18 +104,28 @@ def run_exiting_child(script: str, *args: str, timeout: float = 40.0) -> tuple[i
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         cwd=path.parent.parent,
     )
     try:
         assert child.stdout is not None
         assert child.stdin is not None
-        assert child.stdout.readline() == "main thread done\n"
-        child.stdin.write("go\n")
+        # Read the first line straight from the pipe: a buffered readline()
+        # could swallow what the child prints right after it, and
+        # communicate() reads the pipe, not that buffer.
+        head = b""
+        while b"\n" not in head:
+            chunk = os.read(child.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            head += chunk
+        first, _, rest = head.partition(b"\n")
+        assert first == b"main thread done", head
+        child.stdin.write(b"go\n")
         child.stdin.flush()
-        out, err = child.communicate(timeout=timeout)
+        raw_out, raw_err = child.communicate(timeout=timeout)
     finally:
         if child.poll() is None:
             child.kill()
             child.communicate(timeout=10)
+    out, err = (rest + raw_out).decode(), raw_err.decode()
     return child.returncode, out, err

@@ -376,4 +376,4 @@ def test_exit_runs_queued_tasks_and_names_the_deferred_ones() -> None:
     assert returncode == 0, err
     assert out == "gate done\nready ran\n"
     [warning] = [line for line in err.splitlines() if "never started" in line]
-    assert warning.startswith("WARNING:djthreads.backends:exit: tasks=['__main__.later']")
+    assert warning.startswith("WARNING:djthreads.backends:exit: tasks=[__main__.later id=")

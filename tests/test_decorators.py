@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import re
 import threading
 from typing import Any, assert_type
 
@@ -76,7 +77,9 @@ def test_exception_is_set_on_future_and_logged_with_name(
         with pytest.raises(ValueError, match="nope"):
             future.result(10)
     [record] = [r for r in caplog.records if r.name == "djthreads"]
-    assert record.getMessage() == "task=tests.tasks.fail failed"
+    assert re.fullmatch(
+        r"task=tests\.tasks\.fail id=\w+ args=\('nope',\) failed", record.getMessage()
+    )
     assert record.exc_info is not None
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def executor() -> Iterator[DjangoExecutor]:
-    pool = DjangoExecutor(2, 1, on_full="raise", thread_name_prefix="unit")
+    pool = DjangoExecutor(2, max_queue=1, on_full="raise", thread_name_prefix="unit")
     yield pool
     pool.shutdown(wait=True, cancel_futures=True, timeout=10)
 
@@ -44,7 +44,7 @@ def test_bounded_workers_and_queue_raise_when_full(executor: DjangoExecutor) -> 
 
 
 def test_block_waits_for_a_slot() -> None:
-    pool = DjangoExecutor(1, 0, on_full="block")
+    pool = DjangoExecutor(1, max_queue=0, on_full="block")
     try:
         release = threading.Event()
         first = pool.submit(tasks.wait_for, release)
@@ -68,7 +68,7 @@ def test_block_waits_for_a_slot() -> None:
 
 
 def test_nested_submit_in_full_pool_runs_inline() -> None:
-    pool = DjangoExecutor(1, 0, on_full="block")
+    pool = DjangoExecutor(1, max_queue=0, on_full="block")
 
     def outer() -> tuple[int, str, str]:
         inner = pool.submit(tasks.thread_name)
@@ -95,23 +95,23 @@ def test_exception_is_set_and_logged(
 
 
 def test_invalid_arguments_say_what_is_wrong() -> None:
-    with pytest.raises(ValueError, match="max_workers must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="max_workers must be greater than 0, got 0"):
         DjangoExecutor(0)
     with pytest.raises(ValueError, match="max_queue must be an integer >= 0, got -1"):
-        DjangoExecutor(1, -1)
+        DjangoExecutor(1, max_queue=-1)
     with pytest.raises(ValueError, match="on_full must be 'block' or 'raise'"):
-        DjangoExecutor(1, 1, on_full="drop")  # type: ignore[arg-type]
+        DjangoExecutor(1, max_queue=1, on_full="drop")  # type: ignore[arg-type]
 
 
 def test_submit_after_shutdown_raises() -> None:
-    pool = DjangoExecutor(1, 1)
+    pool = DjangoExecutor(1, max_queue=1)
     pool.shutdown()
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
         pool.submit(tasks.noop)
 
 
 def test_shutdown_finishes_queued_tasks() -> None:
-    pool = DjangoExecutor(1, 10)
+    pool = DjangoExecutor(1, max_queue=10)
     release = threading.Event()
     first = pool.submit(tasks.wait_for, release)
     rest = [pool.submit(tasks.add, i, 0) for i in range(5)]
@@ -124,7 +124,7 @@ def test_shutdown_finishes_queued_tasks() -> None:
 def test_shutdown_timeout_cancels_queued_and_names_stuck(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pool = DjangoExecutor(1, 10)
+    pool = DjangoExecutor(1, max_queue=10)
     stuck = threading.Event()
     running = pool.submit(tasks.wait_for, stuck, 30)
     queued = pool.submit(tasks.noop)
@@ -139,7 +139,7 @@ def test_shutdown_timeout_cancels_queued_and_names_stuck(
 
 
 def test_cancel_futures() -> None:
-    pool = DjangoExecutor(1, 10)
+    pool = DjangoExecutor(1, max_queue=10)
     release = threading.Event()
     first = pool.submit(tasks.wait_for, release)
     queued = [pool.submit(tasks.noop) for _ in range(3)]
@@ -150,7 +150,7 @@ def test_cancel_futures() -> None:
 
 
 def test_wait_for_tasks_times_out_naming_tasks() -> None:
-    pool = DjangoExecutor(2, 2)
+    pool = DjangoExecutor(2, max_queue=2)
     release = threading.Event()
     try:
         pool.submit(tasks.wait_for, release)

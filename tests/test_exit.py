@@ -15,6 +15,6 @@ def test_exit_waits_for_tasks_then_names_the_stuck_one() -> None:
     returncode, out, err = run_exiting_child("exit_child.py", "3", timeout=30)
     assert returncode == 0, err
     assert out == "in-time task finished\n"
-    assert "WARNING:djthreads:shutdown timeout=3.0s expired" in err
+    assert "WARNING:djthreads:exit: shutdown_timeout=3.0s expired for pool=djthreads" in err
     assert "__main__.stuck_task" in err
     assert "in_time_task" not in err

@@ -170,7 +170,7 @@ def test_2000_requests_run_every_task_once_and_sigterm_is_bounded(gunicorn: Guni
     log = gunicorn.log.read_text()
     assert "SIGKILL" not in log
     for pid in stuck_pids:
-        warning = f"WARNING:djthreads:{pid}:shutdown timeout={SHUTDOWN_TIMEOUT}s expired"
+        warning = f"WARNING:djthreads:{pid}:exit: shutdown_timeout={SHUTDOWN_TIMEOUT}s expired"
         assert warning in log, log[-3000:]
     assert log.count("tests.gunicorn_app.stuck_task") == STUCK, log[-3000:]
     # The processes are gone, and so are all their server connections.

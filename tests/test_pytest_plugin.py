@@ -7,6 +7,7 @@ point) with pytest-django, on this run's database settings under its own name.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -172,7 +173,9 @@ def test_the_fixtures_and_the_test_cases_from_a_fresh_project(
         ]
     )
     assert "1 djthreads task(s) still running 0.5 s after the test: " in output
-    assert "test_pytest_style.query_then_wait (default pool)" in output
+    assert re.search(
+        r"test_pytest_style\.query_then_wait id=\w+ args=\(.*\) \(default pool", output
+    )
     assert "@pytest.mark.djthreads(timeout=...)" in output
     assert "ValueError: unexpected" in output
     assert "`with djthreads_threads.assert_task_raises(ValueError):`" in output

@@ -104,7 +104,7 @@ def test_check_rejects_a_non_bool_and_warns_when_conn_max_age_is_zero() -> None:
 @pytest.mark.parametrize("reuse", [False, True])
 @pytest.mark.usefixtures("conn_max_age")
 def test_a_task_that_leaves_atomic_open_does_not_poison_the_next(reuse: bool) -> None:
-    pool = DjangoExecutor(1, 10, reuse_connections=reuse)
+    pool = DjangoExecutor(1, max_queue=10, reuse_connections=reuse)
     try:
         first = pool.submit(leave_atomic_open, "atomic-left-open").result(10)
         # Same worker: the insert was rolled back and the connection is new.
@@ -118,7 +118,7 @@ def test_a_task_that_leaves_atomic_open_does_not_poison_the_next(reuse: bool) ->
 def test_a_task_that_leaves_a_raw_begin_open_gets_its_connection_closed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pool = DjangoExecutor(1, 10, reuse_connections=True)
+    pool = DjangoExecutor(1, max_queue=10, reuse_connections=True)
     try:
         first = pool.submit(leave_begin_open, "begin-left-open").result(10)
         assert pool.submit(count_items, "begin-left-open").result(10) == 0
@@ -133,7 +133,7 @@ def test_a_task_that_leaves_a_raw_begin_open_gets_its_connection_closed(
 
 @pytest.mark.usefixtures("conn_max_age")
 def test_a_failed_task_closes_its_connections() -> None:
-    pool = DjangoExecutor(1, 10, reuse_connections=True)
+    pool = DjangoExecutor(1, max_queue=10, reuse_connections=True)
     try:
         kept = pool.submit(connection_id).result(10)
         assert pool.submit(connection_id).result(10) is kept
@@ -149,7 +149,7 @@ def test_a_failed_task_closes_its_connections() -> None:
 @pytest.mark.usefixtures("no_gc", "conn_max_age")
 def test_connections_are_bounded_by_workers_and_closed_at_shutdown() -> None:
     assert held_connections() == 0
-    pool = DjangoExecutor(4, 1000, reuse_connections=True)
+    pool = DjangoExecutor(4, max_queue=1000, reuse_connections=True)
     try:
         pids = [pool.submit(backend_pid) for _ in range(200)]
         assert 1 <= len({f.result(20) for f in pids}) <= 4
@@ -164,7 +164,7 @@ def test_connections_are_bounded_by_workers_and_closed_at_shutdown() -> None:
 @pytest.mark.usefixtures("no_gc")
 def test_conn_max_age_zero_still_closes_after_every_task() -> None:
     assert connections.settings["default"]["CONN_MAX_AGE"] == 0
-    pool = DjangoExecutor(1, 100, reuse_connections=True)
+    pool = DjangoExecutor(1, max_queue=100, reuse_connections=True)
     try:
         pids = [pool.submit(backend_pid) for _ in range(20)]
         assert len({f.result(20) for f in pids}) > 1
@@ -176,7 +176,7 @@ def test_conn_max_age_zero_still_closes_after_every_task() -> None:
 @postgres_only
 @pytest.mark.skipif(not uses_pool(), reason="needs the psycopg 3 pool (settings_postgres_pool)")
 def test_on_django_pool_each_task_returns_its_slot() -> None:
-    pool = DjangoExecutor(4, 1000, reuse_connections=True)
+    pool = DjangoExecutor(4, max_queue=1000, reuse_connections=True)
     try:
         futures = [pool.submit(tasks.select_one) for _ in range(200)]
         assert [f.result(20) for f in futures] == [1] * 200

@@ -9,6 +9,7 @@ the unittest result.
 from __future__ import annotations
 
 import logging
+import re
 import textwrap
 import threading
 import unittest
@@ -284,7 +285,7 @@ def test_a_stuck_pool_task_fails_the_test_with_its_name() -> None:
     result = run_case(Threads, "test_stuck_pool_task")
     [text] = failures(result)
     assert "1 djthreads task(s) still running 0.5 s after the test" in text
-    assert "tests.tasks.wait_for (default pool)" in text
+    assert re.search(r"tests\.tasks\.wait_for id=\w+ args=\(.*\) \(default pool", text)
     assert "raise Threads.task_timeout (now 0.5 s)" in text
     assert result.failures  # a failure, not an error
 
@@ -294,14 +295,20 @@ def test_a_stuck_pool_task_fails_the_test_with_its_name() -> None:
 def test_a_stuck_django_thread_fails_the_test_with_its_name() -> None:
     result = run_case(Threads, "test_stuck_thread")
     [text] = failures(result)
-    assert "tests.tasks.wait_for (DjangoThread 'stuck-thread')" in text
+    assert re.search(
+        r"tests\.tasks\.wait_for id=\w+ args=\(.*\) \(DjangoThread in thread 'stuck-thread'", text
+    )
 
 
 @transactional
 def test_unexpected_task_exceptions_fail_the_test_with_their_tracebacks() -> None:
     result = run_case(Threads, "test_unexpected_exceptions")
     [text] = failures(result)
-    assert "djthreads task tests.tasks.fail raised an exception in thread 'djthreads_" in text
+    assert re.search(
+        r"djthreads task tests\.tasks\.fail id=\w+ args=\(.*\) "
+        r"raised an exception in thread 'djthreads_",
+        text,
+    )
     assert "ValueError: from the pool" in text
     assert "in thread 'failing-thread'" in text
     assert "ValueError: from a thread" in text

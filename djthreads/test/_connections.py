@@ -154,7 +154,7 @@ class ConnectionWatch:
         thread = threading.current_thread()
         if thread is self._thread:
             return
-        reuse = bool(getattr(getattr(_worker_state, "executor", None), "reuse_connections", 0))
+        reuse = bool(getattr(_worker_state, "reuse", False))
         with self._lock:
             self._opened[id(connection)] = _Opened(connection, thread, reuse)
 

@@ -7,17 +7,19 @@ Shared by ``djthreads.test.TransactionTestCase`` and the pytest plugin's
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 import threading
-import time
 import traceback
 from collections.abc import Iterable, Iterator
-from typing import Any
 
-from djthreads import _default, _eager
-from djthreads.executor import _worker_state
-from djthreads.signals import task_finished, task_started
+from djthreads import _account, _eager
+from djthreads._account import Work
 from djthreads.test._connections import ConnectionWatch
-from djthreads.threads import DjangoThread
+
+# Loggers that log a task's failure: djthreads itself, and Django's Tasks
+# framework (built in, and the backport) for ThreadPoolBackend tasks.
+_FAILURE_LOGGERS = ("djthreads", "django.tasks", "django_tasks")
 
 
 class _TaskError:
@@ -39,18 +41,40 @@ class RaisedInTasks:
         self.exception: BaseException | None = None  # the first one
 
 
+class _QuietExpected(logging.Filter):
+    """Log an expected task exception at DEBUG, not as an ERROR traceback."""
+
+    def __init__(self, tracker: TaskTracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and self.tracker._is_expected(exc):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def _clean_exit(exc: BaseException) -> bool:
+    return isinstance(exc, SystemExit) and exc.code in (None, 0)
+
+
 class TaskTracker:
     """Track the djthreads tasks, DjangoThreads and connections of one test.
 
     ``start()`` runs in the test's thread; from then on every task (pool,
-    DjangoThread, eager) is followed through ``task_started``/``task_finished``
-    and every connection another thread opens through ``connection_created``.
-    ``finish()`` waits ``timeout`` seconds for the default pool, the
-    DjangoThreads started since ``start()`` and every running task, then
-    returns a message naming what is stuck, the tasks that raised an exception
-    the test did not expect, and the connections other threads left open (it
-    closes those whose thread has ended, and terminates unknown PostgreSQL
-    backends, so the test database can be flushed and dropped), or None.
+    DjangoExecutor, ThreadPoolBackend, DjangoThread, eager) is followed
+    through djthreads' account of outstanding work, and every connection
+    another thread opens through ``connection_created``. ``finish()`` waits
+    ``timeout`` seconds for every outstanding task (ready and running
+    backend tasks included), drops the deferred backend tasks the test
+    enqueued that are not due yet (they never run in a later test; each is
+    named in a WARNING), then returns a message naming what is stuck, the
+    tasks that raised an exception the test did not expect, and the
+    connections other threads left open (it closes those whose thread has
+    ended, and terminates unknown PostgreSQL backends, so the test database
+    can be flushed and dropped), or None. An exception the test expects is
+    logged at DEBUG instead of as an ERROR traceback.
     """
 
     def __init__(
@@ -70,28 +94,30 @@ class TaskTracker:
         self._api = api
         self._hint = hint
         self._expect_hint = expect_hint
-        self._lock = threading.Condition()  # guards _running and _errors
-        self._running: dict[threading.Thread, list[tuple[str, object]]] = {}
+        self._lock = threading.Lock()  # guards _errors, _threads and _blocks
         self._errors: list[_TaskError] = []
-        self._thread = threading.current_thread()
-        self._threads_before: set[threading.Thread] = set()
+        self._threads: dict[int, str] = {}  # Work.number -> the thread running it
+        self._blocks: list[tuple[type[BaseException], ...]] = []  # open assert_task_raises
+        self._filter = _QuietExpected(self)
+        self._mark = 0
         self._active = False
 
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
         """Start tracking; runs in the test's thread (one query per PostgreSQL database)."""
-        self._thread = threading.current_thread()
-        self._threads_before = set(threading.enumerate())
-        task_started.connect(self._on_started, weak=False)
-        task_finished.connect(self._on_finished, weak=False)
+        self._mark = _account.mark()
+        _account.listen(self._on_event)
+        for name in _FAILURE_LOGGERS:
+            logging.getLogger(name).addFilter(self._filter)
         self._active = True
         self._connections.start()
 
     def stop(self) -> None:
         """Stop tracking and drop the references to other threads' connections."""
-        task_started.disconnect(self._on_started)
-        task_finished.disconnect(self._on_finished)
+        _account.unlisten(self._on_event)
+        for name in _FAILURE_LOGGERS:
+            logging.getLogger(name).removeFilter(self._filter)
         self._connections.stop()
         self._active = False
 
@@ -101,6 +127,7 @@ class TaskTracker:
             return None
         try:
             stuck = self._wait(self.timeout)
+            self._drop_deferred()
             problems = [stuck] if stuck else []
             problems += self._unexpected_errors()
             if not stuck:  # a stuck task still holds its connection
@@ -117,7 +144,8 @@ class TaskTracker:
 
         At the end of the block it waits for the test's tasks, as the end of
         the test does, then fails unless at least one of them raised one of
-        ``exceptions``; those no longer fail the test.
+        ``exceptions``; those no longer fail the test, and are logged at
+        DEBUG rather than as ERROR tracebacks.
         """
         if not exceptions or not all(
             isinstance(e, type) and issubclass(e, BaseException) for e in exceptions
@@ -125,9 +153,14 @@ class TaskTracker:
             raise TypeError(f"{self._api}() needs exception classes, got {exceptions!r}.")
         with self._lock:
             mark = len(self._errors)
+            self._blocks.append(exceptions)
         raised = RaisedInTasks()
-        yield raised
-        stuck = self._wait(self.timeout)
+        try:
+            yield raised
+            stuck = self._wait(self.timeout)
+        finally:
+            with self._lock:
+                self._blocks.remove(exceptions)
         if stuck:
             raise AssertionError(stuck)
         with self._lock:
@@ -162,86 +195,63 @@ class TaskTracker:
         if leaks:
             raise AssertionError("\n".join(leaks))
 
-    # -- signal receivers (run in the task's thread) ----------------------------
+    # -- the account's listener (runs in the task's thread) ---------------------
 
-    def _on_started(self, sender: object, *, name: str, **extra: Any) -> None:
-        thread = threading.current_thread()
+    def _is_expected(self, exc: BaseException) -> bool:
+        if isinstance(exc, self.expected):
+            return True
         with self._lock:
-            self._running.setdefault(thread, []).append(
-                (name, getattr(_worker_state, "executor", None))
-            )
+            return any(isinstance(exc, block) for block in self._blocks)
 
-    def _on_finished(
-        self, sender: object, *, name: str, exception: BaseException | None, **extra: Any
-    ) -> None:
-        thread = threading.current_thread()
-        error = None
-        if exception is not None and not _eager.raising_in_caller():
-            error = _TaskError(name, thread.name, exception)
-            error.expected = isinstance(exception, self.expected)
+    def _on_event(self, event: str, work: Work, exception: BaseException | None) -> None:
+        if event == "started":
+            with self._lock:
+                self._threads[work.number] = threading.current_thread().name
+            return
         with self._lock:
-            stack = self._running.get(thread)
-            if stack:
-                stack.pop()
-                if not stack:
-                    del self._running[thread]
-            if error is not None:
-                self._errors.append(error)
-            self._lock.notify_all()
+            self._threads.pop(work.number, None)
+        if exception is None or _clean_exit(exception):
+            return
+        if _eager.raising_in_caller():
+            return  # the test sees it already: it re-raises in the code under test
+        error = _TaskError(work.describe(), threading.current_thread().name, exception)
+        error.expected = isinstance(exception, self.expected)
+        with self._lock:
+            self._errors.append(error)
 
     # -- waiting ----------------------------------------------------------------
 
-    def _new_django_threads(self) -> list[threading.Thread]:
-        return [
-            t
-            for t in threading.enumerate()
-            if isinstance(t, DjangoThread) and t not in self._threads_before
-        ]
-
-    def _others_running(self) -> bool:
-        return any(thread is not self._thread for thread in self._running)
-
     def _wait(self, timeout: float) -> str | None:
-        """Wait for the test's tasks; return a message naming the stuck ones, or None."""
-        deadline = time.monotonic() + timeout
-        while True:
-            # A task may start a DjangoThread that submits a task...: repeat
-            # until one round finds everything finished, or time is up.
-            with contextlib.suppress(TimeoutError):
-                _default.wait_for_tasks(max(0.0, deadline - time.monotonic()))
-            threads = self._new_django_threads()
-            for thread in threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
-            with self._lock:
-                self._lock.wait_for(
-                    lambda: not self._others_running(), max(0.0, deadline - time.monotonic())
-                )
-                busy = self._others_running()
-            queued = any(executor.pending() for executor in _default._executors())
-            alive = any(thread.is_alive() for thread in self._new_django_threads())
-            if not (busy or queued or alive):
-                return None
-            if time.monotonic() >= deadline:
-                return self._stuck_message(timeout)
-
-    def _stuck_message(self, timeout: float) -> str:
-        executors = _default._executors()
-        items = [f"{name} (default pool)" for e in executors for name in e.pending_names()]
+        """Wait for every outstanding task; return a message naming the stuck ones, or None."""
+        left = _account.wait(timeout)
+        if not left:
+            return None
         with self._lock:
-            running = {thread: list(stack) for thread, stack in self._running.items()}
-        threads = [t for t in self._new_django_threads() if t.is_alive()]
-        for thread in threads:
-            stack = running.pop(thread, [])
-            task = stack[0][0] if stack else "its task, not started yet,"
-            items.append(f"{task} (DjangoThread {thread.name!r})")
-        for thread, stack in running.items():
-            if thread is not self._thread and stack and stack[0][1] not in executors:
-                items.append(f"{stack[0][0]} (thread {thread.name!r})")
+            threads = dict(self._threads)
+        items = [
+            f"{work.describe()} ({work.kind}"
+            + (f" in thread {threads[work.number]!r}" if work.number in threads else "")
+            + f", {work.state})"
+            for work in left
+        ]
         return (
             f"{len(items)} djthreads task(s) still running {timeout} s after the test: "
             + "; ".join(items)
             + ". Make them finish before the test ends (set what they wait for, give "
             f"their waits a timeout){self._hint}."
+        )
+
+    def _drop_deferred(self) -> None:
+        # A deferred backend task the test enqueued must never run in a later
+        # test. Only the Tasks backend defers; without it nothing is imported.
+        if "djthreads._taskqueue" not in sys.modules:
+            return
+        from djthreads import _taskqueue
+
+        mark = self._mark
+        _taskqueue.drop_deferred(
+            lambda work: work.number > mark,
+            "deferred and not due at the end of the test; it would run during a later test",
         )
 
     # -- checks -----------------------------------------------------------------
