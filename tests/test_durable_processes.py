@@ -26,6 +26,7 @@ from django.db.models import Count
 from django.test import override_settings
 
 from djthreads._tasks_compat import TaskResultStatus, task_backends
+from tests import backend_tasks as bt
 from tests import durable_tasks as dt
 from tests.backend_tasks import Finished
 from tests.models import Item
@@ -34,6 +35,7 @@ pytest.importorskip("django_tasks_db")
 
 from django_tasks_db.models import DBTaskResult
 
+import djthreads
 import djthreads.durable
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.django_db(transaction=True)]
@@ -278,3 +280,28 @@ def test_exit_marks_a_task_still_running_after_shutdown_timeout_failed(
     assert row.exception_class_path == LOST
     assert "SHUTDOWN_TIMEOUT" in row.traceback
     assert "still running after SHUTDOWN_TIMEOUT=0.5s" in err
+
+
+def test_wait_for_tasks_waits_for_a_task_enqueued_here_that_another_process_runs(
+    children: Callable[..., Child],
+) -> None:
+    gate = threading.Event()
+    with override_settings(TASKS=durable(POLL_INTERVAL=0.05), DJTHREADS={"MAX_WORKERS": 1}):
+        # This process's one worker is busy: it claims nothing.
+        blocker = djthreads.submit(gate.wait, 30)
+        try:
+            result = bt.add.enqueue(2, 3)
+            with pytest.raises(TimeoutError, match=f"tests.backend_tasks.add id={result.id}"):
+                djthreads.wait_for_tasks(timeout=0.2)
+            other = children("drain", options={"POLL_INTERVAL": 0.05})
+            other.send("go")
+            assert other.line() == {"ran": 1}
+            assert other.finish()[0] == 0
+        finally:
+            gate.set()
+        blocker.result(timeout=10)
+        # Its record ends when a poll finds the row finished by the other process.
+        djthreads.wait_for_tasks(timeout=10)
+    row = DBTaskResult.objects.get(pk=result.id)
+    assert row.status == "SUCCESSFUL"
+    assert row.worker_ids[-1] != djthreads.durable.worker_id()

@@ -28,16 +28,19 @@ import heapq
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import OperationalError, connections, router
 from django.utils import timezone
 
+from djthreads import _account
+from djthreads._account import DEFERRED, DURABLE, QUEUED, RUNNING, Work
 from djthreads._default import get_executor
-from djthreads._run import capture, close_connections, release_connections
+from djthreads._run import close_connections, release_connections
 from djthreads.conf import get_settings
-from djthreads.durable._job import Job, fail_if_running, write_outcomes
-from djthreads.durable._lease import Lease, lost_error
+from djthreads.durable._job import Job, Waiting, fail_if_running, fresh_context, write_outcomes
+from djthreads.durable._lease import Lease, lost_error, mark_background_thread
+from djthreads.executor import new_future
 
 if TYPE_CHECKING:
     from django_tasks_db.models import DBTaskResult
@@ -63,8 +66,11 @@ class Dispatcher:
         self._accepting = True  # ready() takes outcomes; False once the thread ends
         self._next_poll = 0.0
         self._retry_at = 0.0  # after a failed round, outcomes wait until then
-        self._due: list[datetime.datetime] = []  # run_after of deferred tasks enqueued here
-        self._running: dict[str, Job] = {}  # claimed by this dispatcher, not finished
+        # Tasks enqueued here and not claimed here (yet), by id, and the
+        # deferred ones among them by run_after: see note().
+        self._local: dict[str, Work] = {}
+        self._due: list[tuple[datetime.datetime, int, Work]] = []
+        self._running: dict[str, Work] = {}  # claimed here and handed to the pool
         self._outcomes: list[Job] = []  # finished, outcome not written yet
         self._error: str | None = None  # the last failure logged, so it is logged once
         self._thread = threading.Thread(
@@ -74,14 +80,25 @@ class Dispatcher:
     def start(self) -> None:
         self._thread.start()
 
-    def wake(self, run_after: datetime.datetime | None) -> None:
-        """Note a task enqueued here (runs in the committing thread, after the commit)."""
+    def note(self, work: Work, run_after: datetime.datetime | None) -> bool:
+        """Take a task enqueued here: claim it soon (the committing thread, after the commit).
+
+        ``work`` is its record in djthreads' account of outstanding work, so
+        ``wait_for_tasks()`` and the test helpers wait for it, wherever it
+        runs: it ends when this dispatcher runs it, or when a poll finds it
+        finished by another process. Returns False once stopping.
+        """
         with self._changed:
+            if not self._claiming:
+                return False
+            self._local[work.id] = work
             if run_after is not None and run_after > timezone.now():
-                heapq.heappush(self._due, run_after)
+                work.state = DEFERRED
+                heapq.heappush(self._due, (run_after, work.number, work))
             else:
                 self._dirty = True
             self._changed.notify_all()
+            return True
 
     def ready(self, job: Job) -> bool:
         """Take a finished job's outcome for the next round (the pool worker's thread).
@@ -97,6 +114,7 @@ class Dispatcher:
 
     def _run(self) -> None:
         """The dispatcher thread: wait for work and free workers, write and claim."""
+        mark_background_thread()
         # Never claim without a lease: a crash would leave RUNNING rows no
         # reaper could tell from live ones.
         while not self.lease.registered.wait(0.05):
@@ -114,10 +132,11 @@ class Dispatcher:
                 job.written.set()
             close_connections("djthreads durable dispatcher")
 
-    def _next_round(self) -> tuple[list[Job], int] | None:
-        """Block until there are outcomes to write or rows to claim for free workers.
+    def _next_round(self) -> tuple[list[Job], int, bool] | None:
+        """Block until there are outcomes to write, rows to claim, or a poll is due.
 
-        Returns (the outcomes, how many rows to claim), or None once closed.
+        Returns (the outcomes, how many rows to claim, whether to look at the
+        tasks enqueued here that others may have run), or None once closed.
         Free workers are the default pool's workers that are neither running
         nor about to run anything (this dispatcher's tasks or other work),
         plus those whose task's outcome is in this round.
@@ -125,37 +144,42 @@ class Dispatcher:
         with self._changed:
             while not self._closed:
                 now = time.monotonic()
-                if now >= self._next_poll:
+                polled = now >= self._next_poll
+                if polled:
                     self._dirty = True
                     self._next_poll = now + self.poll
                 wall = timezone.now()
-                while self._due and self._due[0] <= wall:
-                    heapq.heappop(self._due)
+                while self._due and self._due[0][0] <= wall:
+                    _, _, due = heapq.heappop(self._due)
+                    due.state = QUEUED
                     self._dirty = True
                 # A copy: workers keep appending to self._outcomes meanwhile.
                 outcomes = list(self._outcomes) if now >= self._retry_at else []
                 free = 0
                 if self._claiming and self._dirty:
                     free = _free_workers() + sum(1 for job in outcomes if job.waiting)
-                if outcomes or free > 0:
+                settle = polled and bool(self._local)
+                if outcomes or free > 0 or settle:
                     if outcomes:
                         self._outcomes.clear()
                     if free > 0:
                         # Cleared before the claim, so a commit during it wakes us again.
                         self._dirty = False
-                    return outcomes, free
+                    return outcomes, free, settle
                 timeout = self._next_poll - now
                 if self._due:
-                    timeout = min(timeout, (self._due[0] - wall).total_seconds())
+                    timeout = min(timeout, (self._due[0][0] - wall).total_seconds())
                 if self._outcomes:
                     timeout = min(timeout, self._retry_at - now)
                 self._changed.wait(max(timeout, 0.001))
             return None
 
-    def _round(self, outcomes: list[Job], free: int) -> None:
+    def _round(self, outcomes: list[Job], free: int, settle: bool) -> None:
         """Write outcomes and claim up to ``free`` rows in one transaction, then act on it."""
         try:
             rows = self._write_and_claim(outcomes, free)
+            if settle:
+                self._settle_local()
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             if message != self._error:
@@ -169,25 +193,33 @@ class Dispatcher:
             close_connections("djthreads durable dispatcher")
             with self._changed:
                 # The outcomes wait for the next try; their workers go on.
-                self._outcomes[:0] = outcomes
+                self._outcomes[:0] = [job for job in outcomes if not job.written.is_set()]
                 self._retry_at = time.monotonic() + self.poll
                 self._dirty = True
             for job in outcomes:
                 job.written.set()
             return
         self._error = None
-        for job in outcomes:
-            job.written.set()
-        for row in rows or ():
-            self._submit(row)
         with self._changed:
             if rows is None or (free > 0 and len(rows) == free):
                 # Busy, or all asked for came back: there may be more, so
                 # claim again as soon as a worker is free.
                 self._dirty = True
-            idle = not self._running and not self._dirty and not self._outcomes
+            done = {job.id for job in outcomes}
+            idle = (
+                not rows
+                and not self._dirty
+                and not self._outcomes
+                and all(key in done for key in self._running)
+            )
         if idle:
+            # Before the workers go on: once the last task ends, this thread
+            # holds no connection (the test helpers look right then).
             _release_connection()
+        for job in outcomes:
+            job.written.set()
+        for row in rows or ():
+            self._submit(row)
 
     def _write_and_claim(self, outcomes: list[Job], limit: int) -> list[Row] | None:
         """Write ``outcomes``, claim up to ``limit`` READY rows as db_worker does.
@@ -198,6 +230,8 @@ class Dispatcher:
         from django_tasks_db.models import DBTaskResult
         from django_tasks_db.utils import exclusive_transaction, is_locked_database_exception
 
+        if not outcomes and limit <= 0:
+            return []
         using = router.db_for_write(DBTaskResult)
         rows = DBTaskResult.objects.using(using).ready().filter(backend_name=self.alias)
         if self.queues:
@@ -226,28 +260,67 @@ class Dispatcher:
         return claimed
 
     def _submit(self, row: Row) -> None:
+        """Hand a claimed row to the default pool (dispatcher thread)."""
         job = Job(row, self.sender, self.ready)
         with self._changed:
-            self._running[job.id] = job
-        job.future.add_done_callback(functools.partial(self._finished, job))
+            work = self._local.pop(job.id, None)
+            local = work is not None
+            if work is None:  # enqueued by another process
+                work = Work(job, (), {}, fresh_context(), DURABLE, new_future(), ident=job.id)
+            else:
+                work.fn = job
+            self._running[job.id] = work
         try:
-            # A fresh context: a durable task may run in any process, so it
-            # gets nothing from whoever enqueued it but its arguments.
-            get_executor().submit_future(job.future, job, (), {}, capture())
+            get_executor().submit_work(work)
         except Exception as exc:
             # The pool is full of other work (ON_FULL="raise") or shut down:
             # hand the row back for whoever has room.
             logger.warning("task=%s id=%s not started here: %s", job.name, job.id, exc)
-            job.future.cancel()
+            job.hand_back()
+            with self._changed:
+                del self._running[job.id]
+                if local:  # still outstanding, READY again: some process runs it
+                    work.fn = Waiting(job.name)
+                    work.state = QUEUED
+                    self._local[job.id] = work
+            return
+        work.future.add_done_callback(functools.partial(self._finished, work))
 
-    def _finished(self, job: Job, future: concurrent.futures.Future[None]) -> None:
+    def _finished(self, work: Work, future: concurrent.futures.Future[Any]) -> None:
         # Runs in the pool worker after the task (its connections closed), or
         # in the thread that cancelled the Future before the task started.
         if future.cancelled():
-            job.hand_back()
+            cast(Job, work.fn).hand_back()
         with self._changed:
-            self._running.pop(job.id, None)
+            self._running.pop(work.id, None)
             self._changed.notify_all()
+
+    def _settle_local(self) -> None:
+        """End the records of tasks enqueued here that other processes ran (dispatcher)."""
+        from django_tasks_db.models import DBTaskResult
+
+        with self._changed:
+            ids = [key for key, work in self._local.items() if work.state != DEFERRED][:1000]
+        if not ids:
+            return
+        statuses = {
+            str(pk): status
+            for pk, status in DBTaskResult.objects.filter(pk__in=ids).values_list("pk", "status")
+        }
+        ended = []
+        with self._changed:
+            for key in ids:
+                status = statuses.get(key)  # None: the row was deleted
+                work = self._local.get(key)
+                if work is None or status == "READY":
+                    continue
+                if status == "RUNNING":
+                    work.state = RUNNING  # claimed by another process
+                    continue
+                ended.append(self._local.pop(key))
+        for work in ended:
+            _end(work, ran_elsewhere=True)
+            logger.debug("task=%s ran in another process", work.describe(False))
 
     def stop_claiming(self) -> None:
         """Claim nothing more; outcomes of running tasks are still written (any thread)."""
@@ -255,11 +328,13 @@ class Dispatcher:
             self._claiming = False
             self._changed.notify_all()
 
-    def drain(self, deadline: float, timeout: float) -> tuple[list[Job], list[Job]]:
+    def drain(self, deadline: float, timeout: float) -> tuple[list[Work], list[Work]]:
         """Wait for running tasks until ``deadline``; settle the rest (caller's thread).
 
         Returns (handed back READY: claimed but never started, marked FAILED:
-        still running). The dispatcher thread ends after the last write.
+        still running). The dispatcher thread ends after the last write. The
+        records of tasks enqueued here that no process ran yet end: their
+        rows stay READY (or deferred) for the next process.
         """
         with self._changed:
             self._changed.wait_for(
@@ -267,21 +342,24 @@ class Dispatcher:
                 max(0.0, deadline - time.monotonic()),
             )
             left = list(self._running.values())
+            local, self._local, self._due = list(self._local.values()), {}, []
             self._closed = True
             self._changed.notify_all()
+        for work in local:
+            _end(work, ran_elsewhere=False)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()) + 5.0)
         handed_back, failed = [], []
-        for job in left:
-            if job.future.cancel():  # never started; _finished hands it back
-                handed_back.append(job)
+        for work in left:
+            if work.future.cancel():  # never started; _finished hands it back
+                handed_back.append(work)
             else:
-                failed.append(job)
+                failed.append(work)
                 why = (
                     "exited while the task was still running after "
                     f"DJTHREADS['SHUTDOWN_TIMEOUT'] ({timeout:g} s)"
                 )
-                fail_if_running(job.row, lost_error(self.lease.worker_id, why))
+                fail_if_running(cast(Job, work.fn).row, lost_error(self.lease.worker_id, why))
         return handed_back, failed
 
     def waiting(self) -> tuple[int, list[str]]:
@@ -292,6 +370,19 @@ class Dispatcher:
         count = rows.count()
         names = [f"{path} id={pk}" for pk, path in rows.values_list("id", "task_path")[:10]]
         return count, names
+
+
+def _end(work: Work, *, ran_elsewhere: bool) -> None:
+    # The record of a task enqueued here leaves the account: it ran in another
+    # process (its Future succeeds), or this process stops following it
+    # (cancelled; the row itself stays READY for the next process).
+    _account.end(work)
+    future = work.future
+    if ran_elsewhere:
+        if future.set_running_or_notify_cancel():
+            future.set_result(None)
+    elif future.cancel():
+        future.set_running_or_notify_cancel()  # wake concurrent.futures.wait()
 
 
 def _release_connection() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, router, transaction
 
+from djthreads._run import Carried, capture
 from djthreads._tasks_compat import TaskContext, normalize_json, task_finished, task_started
 
 if TYPE_CHECKING:
@@ -20,6 +21,32 @@ if TYPE_CHECKING:
 logger = logging.getLogger("djthreads.durable")
 
 LOST = "djthreads.durable.WorkerLostError"
+
+
+def fresh_context() -> Carried:
+    """An empty context and the default language, for one durable task.
+
+    A durable task may run in any process, so it gets nothing from whoever
+    enqueued it but its arguments, wherever it runs.
+    """
+    return contextvars.Context().run(capture)
+
+
+class Waiting:
+    """Stands for a task enqueued in this process until a process claims it.
+
+    The ``fn`` of its Work record in djthreads' account of outstanding work:
+    it only names the task in log lines; the dispatcher that claims the row
+    puts a Job in its place.
+    """
+
+    def __init__(self, task_path: str) -> None:
+        module, _, qualname = task_path.rpartition(".")
+        self.__module__ = module
+        self.__qualname__ = qualname
+
+    def __call__(self) -> None:
+        raise RuntimeError(f"{self.__qualname__} was never claimed: it cannot run here.")
 
 
 class Job:
@@ -41,7 +68,6 @@ class Job:
         self.ready = ready  # hands the outcome over; False when no one will write it
         self.id = str(row.id)
         self.name = row.task_path
-        self.future: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.value: Any = None
         self.error: BaseException | None = None
         self.waiting = False  # the worker waits for the write (its slot frees after it)
@@ -55,25 +81,28 @@ class Job:
         """Run the task in this pool worker; its outcome becomes SUCCESSFUL or FAILED.
 
         As in ``db_worker``: the return value is stored as JSON (a value that is
-        not JSON fails the task), any exception fails the task with its class
-        path and traceback, and Django's ``task_started``/``task_finished`` are
-        sent (``task_finished`` inside the handler, so Django's receiver logs
-        a failure at ERROR with its traceback). A coroutine task runs to
-        completion through ``async_to_sync`` (``Task.call``), in this worker.
+        not JSON fails the task), any exception — from the task, from a
+        ``task_started`` receiver, a task that cannot be imported any more —
+        fails the task with its class path and traceback, and Django's
+        ``task_started``/``task_finished`` are sent (``task_finished`` inside
+        the handler, so Django's receiver logs a failure at ERROR with its
+        traceback). The exception is then re-raised, as ThreadPoolBackend
+        does, so waits and the test helpers see the failure. A coroutine task
+        runs to completion through ``async_to_sync`` (``Task.call``), in this
+        worker.
         """
         row = self.row
         try:
             task = row.task
             result = row.task_result
-        except Exception as exc:
+        except BaseException as exc:
             # The function is gone or the path no longer names a Task.
-            logger.exception("task=%s id=%s cannot be loaded: marked FAILED", self.name, self.id)
             self.error = exc
             self._hand_over()
-            return
+            raise
         logger.debug("task=%s id=%s started", self.name, self.id)
-        task_started.send(sender=self.sender, task_result=result)
         try:
+            task_started.send(sender=self.sender, task_result=result)
             if task.takes_context:
                 value = task.call(TaskContext(task_result=result), *result.args, **result.kwargs)
             else:
@@ -85,9 +114,10 @@ class Job:
             # Inside the handler, as Django does: its receiver logs the failure
             # at ERROR with this exception's traceback.
             task_finished.send(sender=self.sender, task_result=row.task_result)
-        else:
-            self._hand_over()
-            task_finished.send(sender=self.sender, task_result=row.task_result)
+            logger.debug("task=%s id=%s finished status=%s", self.name, self.id, row.status)
+            raise
+        self._hand_over()
+        task_finished.send(sender=self.sender, task_result=row.task_result)
         logger.debug("task=%s id=%s finished status=%s", self.name, self.id, row.status)
 
     def _hand_over(self) -> None:

@@ -27,6 +27,7 @@ from djthreads._run import close_connections
 from djthreads.durable import WorkerLostError
 from djthreads.durable._job import once
 from djthreads.durable.models import WorkerLease
+from djthreads.executor import _worker_state
 
 if TYPE_CHECKING:
     from django_tasks_db.models import DBTaskResult
@@ -43,6 +44,17 @@ PREFIX = "djthreads:"
 def new_worker_id() -> str:
     """A worker id unique to this process: prefix, host, pid and a random part."""
     return f"{PREFIX}{socket.gethostname()[:50]}:{os.getpid()}:{get_random_string(8)}"
+
+
+def mark_background_thread() -> None:
+    """Tell djthreads' test helpers this thread may hold a connection while it lives.
+
+    Runs in the dispatcher and lease threads. The helpers' connection watch
+    excuses a live thread that keeps its connection by design, as it does a
+    pool worker under REUSE_CONNECTIONS: both threads close theirs when idle
+    and when they stop (a changed TASKS setting stops them in tests).
+    """
+    _worker_state.reuse = True
 
 
 def lost_error(worker_id: str, why: str) -> WorkerLostError:
@@ -94,10 +106,12 @@ class Lease:
                 logger.exception("worker=%s could not delete its lease", self.worker_id)
 
     def _run(self) -> None:
+        mark_background_thread()
         interval = max(self.seconds / 4, 0.05)
         while not self._stop.is_set():
+            written = False
             try:
-                self.beat()
+                written = self.beat()
                 reap()
             except Exception as exc:
                 # The database is down or the tables are missing: say so once.
@@ -113,15 +127,21 @@ class Lease:
                 self._error = None
             finally:
                 close_connections("djthreads durable lease")
+            if written:
+                # Only now, its connection closed: dispatchers may claim.
+                self.registered.set()
             self._stop.wait(interval)
 
-    def beat(self) -> None:
-        """Move this process's expiry forward, writing the row if it is missing."""
+    def beat(self) -> bool:
+        """Move this process's expiry forward, writing the row if it is missing.
+
+        Returns True once the row is known to exist.
+        """
         kept = WorkerLease.objects.filter(worker_id=self.worker_id).update(
             expires_at=_expiry(self.seconds)
         )
         if kept:
-            return
+            return True
         if self.registered.is_set():
             logger.warning(
                 "worker=%s lease had expired (no beat for %.1fs): tasks it was running may "
@@ -135,7 +155,7 @@ class Lease:
             pid=os.getpid(),
             expires_at=_expiry(self.seconds),
         )
-        self.registered.set()
+        return True
 
 
 def reap() -> list[str]:

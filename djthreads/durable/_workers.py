@@ -24,10 +24,14 @@ from django.core.signals import setting_changed
 from django.db import transaction
 from django.dispatch import receiver
 
+from djthreads import _account
+from djthreads._account import DURABLE, Work
 from djthreads._run import close_connections
 from djthreads.conf import get_settings
 from djthreads.durable._dispatcher import Dispatcher
+from djthreads.durable._job import Waiting, fresh_context
 from djthreads.durable._lease import Lease, new_worker_id
+from djthreads.executor import new_future
 
 logger = logging.getLogger("djthreads.durable")
 
@@ -61,11 +65,18 @@ def ensure_started(alias: str, sender: type, options: dict[str, Any], queues: se
     logger.debug("durable backend=%s dispatcher started worker=%s", alias, _worker_id)
 
 
-def wake(alias: str, run_after: datetime.datetime | None) -> None:
-    """Tell ``alias``'s dispatcher a task committed (the committing thread)."""
+def _committed(
+    alias: str, task_id: str, task_path: str, run_after: datetime.datetime | None
+) -> None:
+    # Runs in the committing thread, after the commit (at once outside a
+    # transaction): from now on the row is visible to every claimer.
     dispatcher = _dispatchers.get(alias)
-    if dispatcher is not None:
-        dispatcher.wake(run_after)
+    if dispatcher is None:
+        return  # stopped meanwhile: the row waits for the next process
+    work = Work(Waiting(task_path), (), {}, fresh_context(), DURABLE, new_future(), ident=task_id)
+    _account.add(work)
+    if not dispatcher.note(work, run_after):
+        _account.end(work)
 
 
 def start_all() -> None:
@@ -173,6 +184,13 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def on_commit_wake(alias: str, run_after: datetime.datetime | None, using: str) -> None:
-    """Wake ``alias``'s dispatcher when ``using``'s transaction commits (at once outside one)."""
-    transaction.on_commit(functools.partial(wake, alias, run_after), using=using)
+def on_commit(alias: str, result: Any, using: str) -> None:
+    """When ``using``'s transaction commits, account for the task and wake the dispatcher.
+
+    Runs in the enqueuing thread; the callback runs in the committing thread
+    (at once outside a transaction). On rollback Django drops the callback:
+    a task that never committed is never accounted for and wakes no one.
+    """
+    run_after = result.task.run_after
+    callback = functools.partial(_committed, alias, result.id, result.task.module_path, run_after)
+    transaction.on_commit(callback, using=using)

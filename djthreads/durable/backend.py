@@ -128,8 +128,7 @@ class DurableBackend(DatabaseBackend):
         result: Any = super().enqueue(task, args, kwargs)
         if options["RUN_TASKS"]:
             _workers.ensure_started(self.alias, type(self), options, self.queues)
-            # Dropped on rollback: a task that never committed wakes no one.
-            _workers.on_commit_wake(self.alias, task.run_after, router.db_for_write(DBTaskResult))
+            _workers.on_commit(self.alias, result, router.db_for_write(DBTaskResult))
         return result
 
     async def aenqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
