@@ -37,6 +37,7 @@ from django.db import transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from django_tasks_db.models import DBTaskResult  # noqa: E402
 
+import djthreads  # noqa: E402
 import djthreads.durable  # noqa: E402
 from tests import backend_tasks as bt  # noqa: E402
 from tests import durable_tasks as dt  # noqa: E402
@@ -105,7 +106,32 @@ def exit_with_a_task_stuck() -> None:
     print("main thread done", flush=True)
 
 
+def admin_action(*ids: str) -> None:
+    """Run the admin's "Re-enqueue" action on ``ids`` as the admin site would."""
+    from django.contrib import admin
+    from django.contrib.auth.models import AnonymousUser, User
+    from django.contrib.messages.storage.cookie import CookieStorage
+    from django.test import RequestFactory
+
+    from djthreads.durable.admin import DurableTaskResultAdmin
+
+    admin.autodiscover()
+    model_admin = admin.site.get_model_admin(DBTaskResult)
+    request = RequestFactory().post("/")
+    request.user = AnonymousUser()  # no "add" permission on tasks
+    refused = "requeue_failed_tasks" not in model_admin.get_actions(request)
+    request.user = User(is_superuser=True, is_active=True)
+    request._messages = CookieStorage(request)  # type: ignore[attr-defined]
+    offered = "requeue_failed_tasks" in model_admin.get_actions(request)
+    assert isinstance(model_admin, DurableTaskResultAdmin)
+    model_admin.requeue_failed_tasks(request, DBTaskResult.objects.filter(pk__in=ids))
+    notes = [str(message) for message in request._messages]  # type: ignore[attr-defined]
+    djthreads.wait_for_tasks(timeout=30)
+    emit(admin=type(model_admin).__name__, offered=offered, refused=refused, notes=notes)
+
+
 MODES: dict[str, Callable[..., None]] = {
+    "admin": admin_action,
     "hold": hold,
     "drain": drain,
     "defer": defer,

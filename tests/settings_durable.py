@@ -3,7 +3,8 @@
 The session's test database, as for the ``db_worker`` child
 (tests/settings_worker.py), and DurableBackend as the default Tasks backend.
 DJTHREADS_CHILD carries, as JSON, the child's ``DJTHREADS`` ("djthreads"), the
-backend's OPTIONS ("options") and CONN_MAX_AGE ("conn_max_age", default 0).
+backend's OPTIONS ("options"), CONN_MAX_AGE ("conn_max_age", default 0) and
+whether to install Django's admin ("admin").
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ TASKS = {
     }
 }
 DJTHREADS: dict[str, Any] = _child.get("djthreads", {})
+if _child.get("admin"):
+    globals()["INSTALLED_APPS"] = [
+        *globals()["INSTALLED_APPS"],
+        "django.contrib.auth",
+        "django.contrib.admin",
+        "django.contrib.messages",
+    ]
 DATABASES["default"]["CONN_MAX_AGE"] = _child.get("conn_max_age", 0)  # noqa: F405
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
     # The tests kill processes, not the server: commits need not wait for

@@ -18,11 +18,13 @@ from django.core.signals import request_started
 from django.db import connection, transaction
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Count
-from django.test import RequestFactory, modify_settings, override_settings
+from django.test import Client, modify_settings, override_settings
 from django.utils import timezone
 
+import djthreads
 from djthreads import signals as djthreads_signals
 from djthreads._tasks_compat import AnyTaskResult, TaskResultStatus, task_backends, task_started
+from example.harvest.models import Job as HarvestJob
 from tests import backend_tasks as bt
 from tests import durable_tasks as dt
 from tests.backend_tasks import Finished
@@ -374,46 +376,6 @@ def test_an_outcome_not_written_while_the_database_fails_is_written_later(
             cursor.execute("DROP TABLE IF EXISTS durable_outage")
 
 
-ADMIN_APPS = ["django.contrib.auth", "django.contrib.admin", "django.contrib.messages"]
-
-
-@override_settings(TASKS=durable(POLL_INTERVAL=0.05))
-def test_the_admin_action_re_enqueues_failed_tasks_as_new_ones(finished: Finished) -> None:
-    failed = bt.fail.enqueue("again")
-    done = bt.add.enqueue(1, 1)
-    finished.wait([failed, done])
-    with modify_settings(INSTALLED_APPS={"append": ADMIN_APPS}):
-        from django.contrib import admin
-        from django.contrib.auth.models import AnonymousUser, User
-        from django.contrib.messages.storage.cookie import CookieStorage
-
-        from djthreads.durable.admin import DurableTaskResultAdmin
-
-        model_admin = admin.site._registry[DBTaskResult]
-        assert isinstance(model_admin, DurableTaskResultAdmin)
-        request = RequestFactory().post("/")
-        request.user = User(is_superuser=True, is_active=True)
-        request._messages = CookieStorage(request)  # type: ignore[attr-defined]
-        assert "requeue_failed_tasks" in model_admin.get_actions(request)
-        with Finished.connected() as again:
-            model_admin.requeue_failed_tasks(
-                request, DBTaskResult.objects.filter(pk__in=[failed.id, done.id])
-            )
-            notes = [str(message) for message in request._messages]  # type: ignore[attr-defined]
-            new = DBTaskResult.objects.exclude(pk__in=[failed.id, done.id]).get()
-            again.wait([new.task_result])
-        request.user = AnonymousUser()  # no "add" permission on tasks
-        assert "requeue_failed_tasks" not in model_admin.get_actions(request)
-    assert notes == [
-        f"Re-enqueued 1 failed task(s) as new tasks: {new.pk}",
-        f"Skipped: {done.id} is SUCCESSFUL, not FAILED.",
-    ]
-    assert new.task_path == "tests.backend_tasks.fail"
-    assert new.args_kwargs == {"args": ["again"], "kwargs": {}}
-    assert refreshed(failed).status == TaskResultStatus.FAILED  # the old row stays as it was
-    assert DBTaskResult.objects.get(pk=new.pk).status == "FAILED"  # it ran, and failed again
-
-
 def check_ids(messages: list[Any]) -> list[str]:
     return [message.id for message in messages]
 
@@ -473,3 +435,26 @@ def test_database_check_warns_while_the_tables_are_not_migrated() -> None:
     assert check_ids(messages) == ["djthreads.W201"]
     assert "djthreads_durable.0001_initial are not applied" in messages[0].msg
     assert "Run python manage.py migrate" in messages[0].msg
+
+
+@override_settings(
+    TASKS=durable(POLL_INTERVAL=0.05),
+    HARVEST_DURABLE=True,
+    HARVEST_LATENCY=0.0,
+    ROOT_URLCONF="example.project.urls",
+    TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
+)
+def test_the_example_form_starts_its_job_as_a_durable_task() -> None:
+    response = Client().post("/", {"total": 12, "workers": 4})
+    job = HarvestJob.objects.get()
+    assert response.status_code == 302
+    row = DBTaskResult.objects.get()
+    assert row.task_path == "example.harvest.tasks.run_job_task"
+    assert row.args_kwargs == {"args": [job.pk], "kwargs": {}}
+    djthreads.wait_for_tasks(timeout=30)
+    job.refresh_from_db()
+    assert job.status == HarvestJob.Status.DONE
+    assert job.done == 12
+    row.refresh_from_db()
+    assert row.status == "SUCCESSFUL"
+    assert row.return_value == 12

@@ -276,7 +276,7 @@ def test_exit_marks_a_task_still_running_after_shutdown_timeout_failed(
     code, err = child.finish()
     assert code == 0, err
     row = DBTaskResult.objects.get(pk=pk)
-    assert row.status == "FAILED"
+    assert row.status == "FAILED", err
     assert row.exception_class_path == LOST
     assert "SHUTDOWN_TIMEOUT" in row.traceback
     assert "still running after SHUTDOWN_TIMEOUT=0.5s" in err
@@ -305,3 +305,30 @@ def test_wait_for_tasks_waits_for_a_task_enqueued_here_that_another_process_runs
     row = DBTaskResult.objects.get(pk=result.id)
     assert row.status == "SUCCESSFUL"
     assert row.worker_ids[-1] != djthreads.durable.worker_id()
+
+
+def test_the_admin_action_re_enqueues_failed_tasks_as_new_ones(
+    children: Callable[..., Child],
+) -> None:
+    with override_settings(TASKS=durable(POLL_INTERVAL=0.05)), Finished.connected() as done:
+        failed = bt.fail.enqueue("again")
+        fine = bt.add.enqueue(1, 1)
+        done.wait([failed, fine])
+    # Another process, with Django's admin installed (this one has none).
+    child = children("admin", failed.id, fine.id, admin=True)
+    shown = child.line()
+    assert child.finish()[0] == 0
+    new = DBTaskResult.objects.exclude(pk__in=[failed.id, fine.id]).get()
+    assert shown == {
+        "admin": "DurableTaskResultAdmin",
+        "offered": True,
+        "refused": True,
+        "notes": [
+            f"Re-enqueued 1 failed task(s) as new tasks: {new.pk}",
+            f"Skipped: {fine.id} is SUCCESSFUL, not FAILED.",
+        ],
+    }
+    assert new.task_path == "tests.backend_tasks.fail"
+    assert new.args_kwargs == {"args": ["again"], "kwargs": {}}
+    assert new.status == "FAILED"  # it ran, in the child, and failed again
+    assert DBTaskResult.objects.get(pk=failed.id).status == "FAILED"  # the old row as it was

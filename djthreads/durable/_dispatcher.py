@@ -64,6 +64,7 @@ class Dispatcher:
         self._claiming = True  # False once stopping: outcomes are still written
         self._closed = False  # the thread has nothing left to do and ends
         self._accepting = True  # ready() takes outcomes; False once the thread ends
+        self._in_round = False  # between a claim and its rows reaching self._running
         self._next_poll = 0.0
         self._retry_at = 0.0  # after a failed round, outcomes wait until then
         # Tasks enqueued here and not claimed here (yet), by id, and the
@@ -123,12 +124,18 @@ class Dispatcher:
                     return
         try:
             while (work := self._next_round()) is not None:
-                self._round(*work)
+                try:
+                    self._round(*work)
+                finally:
+                    with self._changed:
+                        self._in_round = False
+                        self._changed.notify_all()
         finally:
             with self._changed:
                 self._accepting = False
                 left, self._outcomes = self._outcomes, []
-            for job in left:  # never leave a worker waiting
+            for job in left:  # never leave a worker waiting: it writes its own
+                job.write_yourself = True
                 job.written.set()
             close_connections("djthreads durable dispatcher")
 
@@ -160,6 +167,7 @@ class Dispatcher:
                     free = _free_workers() + sum(1 for job in outcomes if job.waiting)
                 settle = polled and bool(self._local)
                 if outcomes or free > 0 or settle:
+                    self._in_round = True
                     if outcomes:
                         self._outcomes.clear()
                     if free > 0:
@@ -337,11 +345,12 @@ class Dispatcher:
         rows stay READY (or deferred) for the next process.
         """
         with self._changed:
+            # A round under way may have claimed rows it has not handed to the
+            # pool yet: they count as running once it ends.
             self._changed.wait_for(
-                lambda: not self._running and not self._outcomes,
+                lambda: not self._in_round and not self._running and not self._outcomes,
                 max(0.0, deadline - time.monotonic()),
             )
-            left = list(self._running.values())
             local, self._local, self._due = list(self._local.values()), {}, []
             self._closed = True
             self._changed.notify_all()
@@ -349,6 +358,8 @@ class Dispatcher:
             _end(work, ran_elsewhere=False)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()) + 5.0)
+        with self._changed:
+            left = list(self._running.values())
         handed_back, failed = [], []
         for work in left:
             if work.future.cancel():  # never started; _finished hands it back

@@ -71,6 +71,7 @@ class Job:
         self.value: Any = None
         self.error: BaseException | None = None
         self.waiting = False  # the worker waits for the write (its slot frees after it)
+        self.write_yourself = False  # the dispatcher stopped before writing it
         self.written = threading.Event()
         # run_task() and the pool name tasks by __module__/__qualname__.
         module, _, qualname = row.task_path.rpartition(".")
@@ -122,10 +123,12 @@ class Job:
 
     def _hand_over(self) -> None:
         self.waiting = True
-        if self.ready(self):
-            self.written.wait()
-        else:
+        if not self.ready(self):
             self._write_alone()
+        else:
+            self.written.wait()
+            if self.write_yourself:
+                self._write_alone()
         self.waiting = False
 
     def _write_alone(self) -> None:

@@ -64,7 +64,21 @@ def run_job(job_id: int, *, workers: int | None = None, progress: bool = False) 
     return job
 
 
-@run_async
 def start_job(job_id: int) -> None:
-    """Run the job in a djthreads pool thread, after the view's transaction commits."""
+    """Start the job once the view's transaction commits.
+
+    In a djthreads pool thread; with ``settings.HARVEST_DURABLE``, as a durable
+    task instead (``tasks.run_job_task``): a database row written in the
+    view's transaction, which survives a restart until a process runs it.
+    """
+    if getattr(settings, "HARVEST_DURABLE", False):
+        from example.harvest.tasks import run_job_task
+
+        run_job_task.enqueue(job_id)
+    else:
+        _run_job_in_a_thread(job_id)
+
+
+@run_async
+def _run_job_in_a_thread(job_id: int) -> None:
     run_job(job_id)

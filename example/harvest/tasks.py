@@ -16,7 +16,7 @@ try:
 except ImportError:  # Django < 6.0: the django-tasks backport
     from django_tasks import task  # type: ignore[no-redef, import-not-found, unused-ignore]
 
-from example.harvest.jobs import fetch_record
+from example.harvest.jobs import fetch_record, run_job
 from example.harvest.models import Job
 
 
@@ -24,6 +24,12 @@ from example.harvest.models import Job
 def fetch_record_task(job_id: int, number: int) -> int:
     """Fetch and store one item of the job (see ``jobs.fetch_record``)."""
     return fetch_record(job_id, number)
+
+
+@task  # type: ignore[untyped-decorator, unused-ignore]
+def run_job_task(job_id: int) -> int:
+    """Run the whole job (``jobs.run_job``) as one task; return how many records it stored."""
+    return run_job(job_id).done
 
 
 def enqueue_job(job_id: int) -> list[Any]:

@@ -61,6 +61,15 @@ HARVEST_SOURCE_URL = os.environ.get("HARVEST_SOURCE_URL")
 # Seconds the built-in source waits before answering each request.
 HARVEST_LATENCY = float(os.environ.get("HARVEST_LATENCY", "0.05"))
 
+# HARVEST_DURABLE=1: the form starts the job as a durable task, a row of
+# django-tasks-db's table that this process's djthreads pool runs, so a queued
+# job survives a restart (pip install "djthreads[durable]"; on Django 5.2 also
+# "djthreads[tasks]"; then python manage.py migrate).
+HARVEST_DURABLE = os.environ.get("HARVEST_DURABLE") == "1"
+if HARVEST_DURABLE:
+    INSTALLED_APPS += ["django_tasks_db", "djthreads.durable"]
+    TASKS = {"default": {"BACKEND": "djthreads.durable.DurableBackend"}}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
