@@ -45,11 +45,13 @@ serve: $(DEMO)/.stamp
 	$(DEMO)/bin/python example/manage.py migrate -v0
 	$(DEMO)/bin/python example/manage.py runserver 127.0.0.1:8000
 
-# Two venvs: Django picks psycopg 3 whenever it is importable, so psycopg2
-# figures come from bench-pg2 and psycopg 3 pool figures from bench-pg3.
+# Three venvs: Django picks psycopg 3 whenever it is importable, so psycopg2
+# figures come from bench-pg2 and psycopg 3 pool figures from bench-pg3;
+# the durable-tasks comparison needs Django 6 (bench-durable).
 bench:
 	benchmarks/venv.sh bench-pg2
 	benchmarks/venv.sh bench-pg3
+	benchmarks/venv.sh bench-durable
 	.ci/postgres.sh
 	.venv/bench-pg2/bin/python benchmarks/run.py
 

@@ -1,6 +1,6 @@
 """Durable tasks side by side: enqueue-to-start latency and no-op throughput.
 
-Usage: python benchmarks/durable_bench.py RUNNER TASKS
+Usage: python benchmarks/durable_bench.py RUNNER TASKS SAMPLES
   RUNNER threadpool     djthreads.backends.ThreadPoolBackend: in memory, the floor
          durable        djthreads.durable.DurableBackend, run by this process
          local-db:POLL  django-tasks-local-db's LocalDBBackend, POLL_INTERVAL=POLL s
@@ -9,7 +9,7 @@ Usage: python benchmarks/durable_bench.py RUNNER TASKS
                         `manage.py db_worker --interval POLL` processes
 Every runner has 8 workers (threads, or db_worker processes) on PostgreSQL
 (psycopg2, connections closed after each task) and starts from an empty task
-table. Latency: LATENCY_TASKS no-op tasks enqueued one at a time, each once
+table. Latency: SAMPLES no-op tasks enqueued one at a time, each once
 the previous one finished; p50/p99 of (the task's first line - the enqueue
 call), both time.time() on this machine. Throughput: TASKS no-op tasks
 enqueued in one transaction; tasks / (last finish - commit). Prints one JSON
@@ -31,7 +31,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RUNNER = sys.argv[1]
 TASKS = int(sys.argv[2])
-LATENCY_TASKS = min(200, TASKS)
+LATENCY_TASKS = int(sys.argv[3])
 WORKER_PROCESSES = 8
 KIND, _, POLL = RUNNER.partition(":")
 
@@ -154,6 +154,7 @@ def main() -> None:
             "bench": "durable",
             "runner": RUNNER,
             "tasks": TASKS,
+            "samples": LATENCY_TASKS,
             "p50_ms": round(statistics.median(latencies) * 1000, 2),
             "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 2),
             "tasks_per_s": round(TASKS / (last - first), 1),

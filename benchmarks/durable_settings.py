@@ -30,8 +30,3 @@ DJTHREADS = {"MAX_WORKERS": 8, "MAX_QUEUE": 100_000}
 TASKS = json.loads(os.environ.get("BENCH_TASKS", "{}")) or {
     "default": {"BACKEND": "djthreads.durable.DurableBackend"}
 }
-if os.environ.get("BENCH_EXPERIMENT") == "async":
-    DATABASES["default"]["OPTIONS"]["options"] = "-c synchronous_commit=off"
-if os.environ.get("BENCH_EXPERIMENT") == "reuse":
-    DATABASES["default"]["CONN_MAX_AGE"] = None
-    DJTHREADS["REUSE_CONNECTIONS"] = True

@@ -1,12 +1,15 @@
 """Run every benchmark and write benchmarks/results.{json,md,png}.
 
-Usage (``make bench`` does this after building the two bench venvs):
-    .venv/bench-pg2/bin/python benchmarks/run.py [--quick]
+Usage (``make bench`` does this after building the three bench venvs):
+    .venv/bench-pg2/bin/python benchmarks/run.py [--quick] [--only-durable]
 
 Each measurement runs in a fresh process: psycopg2 figures in
 .venv/bench-pg2, psycopg 3 + pool figures in .venv/bench-pg3 (Django picks
 psycopg 3 whenever it is importable, so one venv cannot measure both).
-``--quick`` shrinks every count, to check the scripts, not to quote.
+``--quick`` shrinks every count, to check the scripts, not to quote;
+``--only-durable`` runs and prints the durable-tasks section alone
+(.venv/bench-durable: Python 3.13, Django 6.1, django-tasks-db and the
+optional django-tasks-local-db), writing no result file.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PG2 = ROOT / ".venv" / "bench-pg2" / "bin" / "python"
 PG3 = ROOT / ".venv" / "bench-pg3" / "bin" / "python"
+# Python 3.13 + Django 6.1: django-tasks-local-db needs Django >= 6.0.
+DURABLE = ROOT / ".venv" / "bench-durable" / "bin" / "python"
 
 QUICK = "--quick" in sys.argv
 OVERHEAD_ROUNDS = 2 if QUICK else 5
@@ -32,6 +37,23 @@ WORKERS = [1, 4, 8, 16, 32]
 SCALING_ROUNDS = 1 if QUICK else 3  # for W >= 16; fewer workers take long and vary little
 MEMORY_TASKS = 20_000 if QUICK else 1_000_000
 HUEY_TASKS = 2_000 if QUICK else 10_000
+DURABLE_TASKS = 300 if QUICK else 2_000
+# (runner of durable_bench.py, tasks for throughput, latency samples): a
+# 1-second poll takes half a second a sample, so it gets fewer.
+DURABLE_RUNNERS = [
+    ("threadpool", DURABLE_TASKS, 200),
+    ("durable", DURABLE_TASKS, 200),
+    ("local-db:1", 40, 20),
+    ("local-db:0.01", DURABLE_TASKS // 4, 100),
+    ("db-worker:0.01", DURABLE_TASKS, 100),
+]
+DURABLE_LABELS = {
+    "threadpool": "ThreadPoolBackend (in memory)",
+    "durable": "DurableBackend (djthreads.durable)",
+    "local-db:1": "django-tasks-local-db, POLL_INTERVAL=1 (its default)",
+    "local-db:0.01": "django-tasks-local-db, POLL_INTERVAL=0.01",
+    "db-worker:0.01": "django-tasks-db, 8 db_worker processes, --interval 0.01",
+}
 
 # (label, python, approach): serial is the W=1 figure of every approach (one
 # worker runs the tasks one after the other); the others run at W >= 4.
@@ -111,7 +133,60 @@ def collect() -> dict[str, Any]:
             results["scaling"].append(median)
     results["memory"] = run(PG2, "memory.py", MEMORY_TASKS)[0]
     results["huey"] = run(PG2, "huey_bench.py", HUEY_TASKS)
+    results["durable"] = collect_durable()
     return results
+
+
+def collect_durable() -> list[dict[str, Any]]:
+    return [
+        run(DURABLE, "durable_bench.py", runner, tasks, samples)[0]
+        for runner, tasks, samples in DURABLE_RUNNERS
+    ]
+
+
+def durable_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The durable section: one row per runner, then the two targets."""
+    lines = [
+        "## Durable tasks: DurableBackend, django-tasks-local-db and db_worker",
+        "",
+        "No-op Django tasks, 8 workers each (pool threads; db_worker processes), PostgreSQL",
+        "through psycopg2, Python 3.13 + Django 6.1 (.venv/bench-durable). Latency: tasks",
+        "enqueued one at a time in autocommit, each once the previous one finished, from",
+        "the `enqueue()` call (its commit included) to the task's first line; throughput:",
+        "tasks enqueued in one transaction, tasks / (last finish - commit).",
+        "",
+        "| runner | samples | enqueue-to-start p50 ms | p99 ms | tasks | tasks/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    measured = {}
+    for r in rows:
+        label = DURABLE_LABELS.get(r["runner"], r["runner"])
+        if "skipped" in r:
+            lines.append(f"| {label} | skipped: {r['skipped']} | | | | |")
+            continue
+        measured[r["runner"]] = r
+        lines.append(
+            f"| {label} | {r['samples']} | {r['p50_ms']} | {r['p99_ms']} | {r['tasks']:,} | "
+            f"{r['tasks_per_s']:,} |"
+        )
+    durable = measured.get("durable")
+    local = [r for key, r in measured.items() if key.startswith("local-db")]
+    lines.append("")
+    if durable is not None:
+        met = "met" if durable["p50_ms"] <= 10 else "MISSED"
+        lines.append(f"Target: DurableBackend p50 <= 10 ms: {durable['p50_ms']} ms ({met}).")
+    if durable is not None and local:
+        best = max(local, key=lambda r: r["tasks_per_s"])
+        ratio = durable["tasks_per_s"] / best["tasks_per_s"]
+        met = "met" if ratio >= 5 else "MISSED"
+        lines.append(
+            f"Target: DurableBackend throughput >= 5x django-tasks-local-db's best poll "
+            f"setting ({DURABLE_LABELS.get(best['runner'], best['runner'])}): "
+            f"{ratio:.1f}x ({met})."
+        )
+    elif durable is not None:
+        lines.append("django-tasks-local-db is not installed: no throughput ratio.")
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -202,6 +277,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['runner']} | {r['p50_ms']} | {r['p99_ms']} | {r['tasks_per_s']:,} |"
             for r in huey
         ]
+    if "durable" in results:
+        lines += ["", *durable_markdown(results["durable"])]
     lines += [
         "",
         "![benchmarks](results.png)",
@@ -264,6 +341,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
+    if "--only-durable" in sys.argv:
+        # Just this section (the other figures need a quiet machine for long).
+        print("\n".join(durable_markdown(collect_durable())))
+        return
     started = time.monotonic()
     results = collect()
     results["machine"]["duration_s"] = round(time.monotonic() - started)
