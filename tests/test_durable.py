@@ -458,3 +458,11 @@ def test_the_example_form_starts_its_job_as_a_durable_task() -> None:
     row.refresh_from_db()
     assert row.status == "SUCCESSFUL"
     assert row.return_value == 12
+
+
+@override_settings(TASKS=durable(POLL_INTERVAL=0))
+def test_a_bad_setting_never_fails_the_first_request(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="djthreads.durable"):
+        request_started.send(sender=None)  # raises nothing
+    assert "durable tasks not started at the first request" in caplog.text
+    assert "['POLL_INTERVAL'] must be a positive number of seconds, got 0." in caplog.text

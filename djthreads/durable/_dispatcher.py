@@ -1,18 +1,25 @@
-"""Claim durable tasks as pool workers free up, and run them on the default pool.
+"""Claim durable tasks as pool workers free up, run them on the default pool.
 
 One dispatcher thread per DurableBackend alias per process. It claims rows the
 way ``db_worker`` does (``SELECT … FOR UPDATE SKIP LOCKED`` in a transaction,
-then the row's ``claim()``), but only as many as this process can run at once
-(DJTHREADS['MAX_WORKERS'] minus the ones it runs already), so a row is never
-RUNNING while it waits for a thread: what this process cannot start now stays
-READY for any other process or ``db_worker``. It claims when:
+then the row's ``claim()``), but only as many as the default pool has idle
+workers, so a row is never RUNNING while it waits for a thread: what this
+process cannot start now stays READY for any other process or ``db_worker``.
+It claims when:
 
 - a task enqueued in this process commits (``DurableBackend.enqueue`` wakes it
   through ``transaction.on_commit``; a rollback never wakes it);
-- a pool worker of its own frees up and the last claim filled every slot;
+- a task of its own finishes and the last claim filled every free worker;
 - a deferred task enqueued here comes due;
 - ``POLL_INTERVAL`` seconds passed (tasks enqueued elsewhere, due ``run_after``
   of others, READY rows left by a process that exited).
+
+A pool worker that finished a task hands its outcome over and waits; the
+dispatcher writes every outcome handed over since its last round together
+with its next claim, in one transaction, then lets the workers go on (they
+send ``task_finished``). On a disk where a commit costs milliseconds, that is
+one commit per round instead of one per task. A round that only claims is
+committed on PostgreSQL without waiting for the disk (see ``_write_and_claim``).
 
 The dispatcher keeps its database connection while tasks of its own run and
 closes it when it goes idle. ``djthreads.durable._workers`` keeps one

@@ -99,8 +99,13 @@ def start_on_request(**kwargs: Any) -> None:
         return
     with _lock:
         first, _on_request = not _on_request, True
-    if first:
+    if not first:
+        return
+    try:
         start_all()
+    except Exception:
+        # Never the request's failure: manage.py check names the bad setting.
+        logger.exception("durable tasks not started at the first request")
 
 
 def stop_all(timeout: float | None = None) -> None:
@@ -133,10 +138,10 @@ def _settle(dispatcher: Dispatcher, deadline: float, timeout: float) -> None:
     handed_back, failed = dispatcher.drain(deadline, timeout)
     if failed:
         logger.warning(
-            "stop: durable backend=%s tasks=%s still running after SHUTDOWN_TIMEOUT=%gs: "
+            "stop: durable backend=%s tasks=[%s] still running after SHUTDOWN_TIMEOUT=%gs: "
             "marked FAILED (WorkerLostError)",
             dispatcher.alias,
-            [f"{job.name} id={job.id}" for job in failed],
+            "; ".join(work.describe(False) for work in failed),
             timeout,
         )
     count, names = dispatcher.waiting()
@@ -165,8 +170,9 @@ def _stop_on_settings_change(*, setting: str, **kwargs: Any) -> None:
 
 @atexit.register
 def _stop_at_exit() -> None:
-    # Registered after djthreads._default's handler, so it runs first (atexit
-    # is last in, first out) while the pool still runs what we handed it.
+    # Registered after djthreads.executor's exit drain, so it runs first
+    # (atexit is last in, first out), while the pool still runs what we
+    # handed it and the dispatcher can still write their outcomes.
     stop_all()
 
 
