@@ -58,7 +58,7 @@ if tuple(sys.version_info[:2]) < (3, 13) or importlib.util.find_spec(PACKAGE) is
     )
 if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     pytest.skip(
-        "CPython's suite opens no database connection and spends about 70 s in its "
+        "CPython's suite opens no database connection and spends 40-70 s in its "
         "own sleeps and child interpreters: it runs once per make test, in the "
         "Python 3.13 SQLite run",
         allow_module_level=True,
