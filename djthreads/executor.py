@@ -80,6 +80,11 @@ class _TaskFuture(concurrent.futures.Future[Any]):
         return super().exception(timeout)
 
 
+# repr() and InvalidStateError messages read "<Future at 0x... state=...>" as
+# the stdlib's do (CPython's test_future matches them); type() still names the class.
+_TaskFuture.__name__ = "Future"
+
+
 def _help_waiter(pending: list[Work]) -> None:
     # djthreads._account.wait() from a pool worker: run the queued work of
     # this worker's own pool here, so the wait cannot deadlock on it.
