@@ -28,7 +28,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from djthreads import _account
 from djthreads._account import EXECUTOR, QUEUED, Work
-from djthreads._run import capture, close_connections, in_task, run_into
+from djthreads._run import capture, close_connections, in_task, run_into, run_task
 from djthreads.exceptions import QueueFullError
 
 logger = logging.getLogger("djthreads")
@@ -363,12 +363,27 @@ class DjangoExecutor(concurrent.futures.Executor):
     # -- running ----------------------------------------------------------------
 
     def _run_claimed(self, work: Work, reuse: bool) -> None:
-        """Run claimed queued work in this worker, then free its slot (worker thread)."""
-        try:
-            run_into(work, reuse=reuse)
-        finally:
-            _account.end(work)
+        """Run claimed queued work in this worker and settle its Future (worker thread).
+
+        The slot is freed before the Future is settled, so a caller woken by
+        ``result()`` can submit again at once even to a full pool with
+        ``on_full="raise"``; the work leaves the account after, so a waiter
+        never sees it gone before its Future is done.
+        """
+        future = work.future
+        if not future.set_running_or_notify_cancel():
             self._slots.release()
+            _account.end(work)
+            return
+        try:
+            result = run_task(work, reuse=reuse)
+        except BaseException as exc:
+            self._slots.release()
+            future.set_exception(exc)
+        else:
+            self._slots.release()
+            future.set_result(result)
+        _account.end(work)
 
     def _run_here(self, work: Work) -> None:
         """Run claimed queued work inline in a worker that waits for it."""
