@@ -220,3 +220,32 @@ def test_awaiting_a_future_leaves_the_event_loop_free() -> None:
 
     waited, other = asyncio.run(view())
     assert (waited, other) == (True, "served")
+
+
+def test_cancelling_the_awaiting_view_cancels_a_queued_task() -> None:
+    # What docs/_parts/async.md says happens when a client goes away.
+    executor = DjangoExecutor(1)
+    release = threading.Event()
+    ran: list[str] = []
+    try:
+        busy = executor.submit(tasks.wait_for, release)  # holds the only worker
+
+        async def view() -> tuple[bool, bool]:
+            queued = executor.submit(ran.append, "queued")
+            shielded = executor.submit(ran.append, "shielded")
+            waiting = asyncio.ensure_future(asyncio.wrap_future(queued))
+            guarded = asyncio.ensure_future(asyncio.shield(asyncio.wrap_future(shielded)))
+            await asyncio.sleep(0)
+            waiting.cancel()
+            guarded.cancel()
+            await asyncio.gather(waiting, guarded, return_exceptions=True)
+            return queued.cancelled(), shielded.cancelled()
+
+        assert asyncio.run(view()) == (True, False)
+        release.set()
+        assert busy.result(10) is True
+        executor.shutdown(wait=True)
+    finally:
+        release.set()
+        executor.shutdown()
+    assert ran == ["shielded"]
