@@ -43,7 +43,7 @@ def _hygienic(run: Callable[[DjangoThread], Any]) -> Callable[[DjangoThread], No
             # the context, the outcome and the connection cleanup. Or run()
             # called directly, as Process.run() may be: the caller's thread is
             # not ours, so its connections are not ours to close.
-            run(self)
+            call(run, (self,), {})
             return
         carried = self._carried if self._carried is not None else capture()
         target = self._djthreads_target

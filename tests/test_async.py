@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, assert_type
 
 import pytest
 from django.db import connection
@@ -35,12 +36,32 @@ def test_submit_runs_a_coroutine_function_to_completion() -> None:
     assert future.result(10) == 5
 
 
+add_later = run_async(tasks.async_add)
+add_now = run_async(on_commit=False)(tasks.async_add)
+
+
+def test_static_types_unwrap_the_coroutine() -> None:
+    # Checked by mypy --strict on this file: Future[int], not Future[Coroutine[...]].
+    assert_type(submit(tasks.async_add, 1, 2), concurrent.futures.Future[int])
+    assert_type(add_later(1, 2), concurrent.futures.Future[int])
+    assert_type(add_now(1, 2), concurrent.futures.Future[int])
+    # A partial of an async function returns a coroutine too: run like the function.
+    mapped = djthreads.map(functools.partial(tasks.async_add, 1), [2, 3])
+    assert_type(mapped, list[int])
+    assert mapped == [3, 4]
+    assert_type(submit(tasks.add, 1, 2), concurrent.futures.Future[int])
+    assert_type(djthreads.map(str, [1]), list[str])
+
+    def never_called() -> None:
+        # With the parameters lost this ignore would be unused, an error under --strict.
+        add_later("x", 2)  # type: ignore[arg-type]
+
+
 def test_run_async_accepts_a_coroutine_function() -> None:
-    add_later = run_async(tasks.async_add)
     future = add_later(4, 5)
     assert isinstance(future, concurrent.futures.Future)
     assert future.result(10) == 9
-    assert run_async(on_commit=False)(tasks.async_add)(1, 1).result(10) == 2
+    assert add_now(1, 1).result(10) == 2
 
 
 def test_an_executor_runs_a_coroutine_function() -> None:
@@ -64,6 +85,24 @@ def test_a_django_thread_runs_a_coroutine_target() -> None:
 class AsyncRunThread(DjangoThread):
     async def run(self) -> int:  # type: ignore[override]
         return await tasks.async_add(2, 2)
+
+
+class RecordingAsyncThread(DjangoThread):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ran_in: list[str] = []
+
+    async def run(self) -> None:  # type: ignore[override]
+        self.ran_in.append(threading.current_thread().name)
+
+
+def test_an_async_run_called_directly_runs_too() -> None:
+    # As Process.run() may be called directly: in the caller's thread, still awaited.
+    thread = RecordingAsyncThread()
+    run: Callable[[], object] = thread.run  # the wrapper __init_subclass__ put in place
+    assert run() is None
+    assert len(thread.ran_in) == 1
+    assert thread.exitcode is None
 
 
 class SuperCallingThread(DjangoThread):
