@@ -269,18 +269,29 @@ def test_cancelling_the_awaiting_view_cancels_a_queued_task() -> None:
     try:
         busy = executor.submit(tasks.wait_for, release)  # holds the only worker
 
-        async def view() -> tuple[bool, bool]:
+        async def view(future: concurrent.futures.Future[Any], shield: bool) -> object:
+            waiting = asyncio.wrap_future(future)
+            return await (asyncio.shield(waiting) if shield else waiting)
+
+        async def client_goes_away() -> tuple[bool, bool]:
             queued = executor.submit(ran.append, "queued")
             shielded = executor.submit(ran.append, "shielded")
-            waiting = asyncio.ensure_future(asyncio.wrap_future(queued))
-            guarded = asyncio.ensure_future(asyncio.shield(asyncio.wrap_future(shielded)))
-            await asyncio.sleep(0)
-            waiting.cancel()
-            guarded.cancel()
-            await asyncio.gather(waiting, guarded, return_exceptions=True)
+            views = [
+                asyncio.ensure_future(view(queued, False)),
+                asyncio.ensure_future(view(shielded, True)),
+            ]
+            await asyncio.sleep(0)  # both views now await their task
+            for task in views:
+                task.cancel()  # what Django's ASGI handler does on a disconnect
+            await asyncio.gather(*views, return_exceptions=True)
+            # The cancellation reaches the task's Future through a loop callback.
+            for _ in range(100):
+                if queued.done():
+                    break
+                await asyncio.sleep(0)
             return queued.cancelled(), shielded.cancelled()
 
-        assert asyncio.run(view()) == (True, False)
+        assert asyncio.run(client_goes_away()) == (True, False)
         release.set()
         assert busy.result(10) is True
         executor.shutdown(wait=True)
