@@ -22,13 +22,13 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from djthreads import _account
 from djthreads._account import EXECUTOR, QUEUED, Work
-from djthreads._run import capture, close_connections, in_task, run_into, run_task
+from djthreads._run import capture, check_callable, close_connections, in_task, run_into, run_task
 from djthreads.exceptions import QueueFullError
 
 logger = logging.getLogger("djthreads")
@@ -172,7 +172,8 @@ class DjangoExecutor(concurrent.futures.Executor):
     lets workers keep usable connections between tasks.
 
     Tasks run in daemon worker threads named ``<thread_name_prefix>_<n>``,
-    each in a copy of the submitter's contextvars and active language, and
+    each in a copy of the submitter's contextvars and request state (language,
+    time zone, urlconf, script prefix), and
     each is followed by ``connections.close_all()`` in the worker — or, with
     ``reuse_connections``, by Django's end-of-request rules, so a worker keeps
     at most one connection per alias and closes it when it stops. An idle
@@ -256,14 +257,27 @@ class DjangoExecutor(concurrent.futures.Executor):
 
     # -- submitting -------------------------------------------------------------
 
+    @overload
+    def submit(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[R]: ...
+
+    @overload
     def submit(
         self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> concurrent.futures.Future[R]:
+    ) -> concurrent.futures.Future[R]: ...
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
         """Queue ``fn(*args, **kwargs)`` now and return its Future.
 
         Runs in the calling thread only to capture its context; the function
-        runs in a worker (or inline, when nested in a full pool).
+        runs in a worker (or inline, when nested in a full pool). An ``async
+        def`` function runs to completion in the worker; a coroutine object is
+        refused with a TypeError that says to pass the function.
         """
+        check_callable(fn, "DjangoExecutor.submit()")
         work = Work(fn, args, kwargs, capture(), self._kind, _TaskFuture())
         self.submit_work(work)
         return work.future
