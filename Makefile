@@ -2,7 +2,7 @@
 # make demo  — run the example job serially and in threads, print the table (own venv)
 # make serve — the example's web page on http://127.0.0.1:8000/
 # make bench — benchmarks side by side (own venvs): benchmarks/results.{md,png}
-VENVS := py311-dj52-pg2 py313-dj61-pg2 py311-dj52-pg3 py313-dj61-pg3
+VENVS := py311-dj52-pg2 py312-dj60-pg2 py313-dj61-pg2 py311-dj52-pg3 py313-dj61-pg3
 LINT := .venv/py311-dj52-pg2/bin
 
 .PHONY: test venvs lint typecheck suite demo serve bench clean
@@ -18,6 +18,7 @@ lint: venvs
 
 typecheck: venvs
 	.venv/py311-dj52-pg2/bin/mypy
+	.venv/py312-dj60-pg2/bin/mypy
 	.venv/py313-dj61-pg3/bin/mypy
 
 suite: venvs

@@ -1,6 +1,6 @@
 """One import point for Django's Tasks framework on every supported Django.
 
-Django >= 6.0 ships it as ``django.tasks``; on Django 4.2/5.2 the
+Django >= 6.0 ships it as ``django.tasks``; on Django 5.2 the
 ``django-tasks`` package backports it as ``django_tasks``. Both have the same
 classes, signals and behaviour; only two exception names differ, and this
 module exports them under Django 6's names.
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import django
 
 # mypy cannot see which Django is installed, only the Python version it checks
-# for. Our typing matrix pairs Python 3.13 with Django 6 and Python 3.11 with
-# Django 5.2 + django-tasks, so the version test picks the right stubs there;
+# for. Our typing matrix pairs Python 3.12 and 3.13 with Django 6 and Python
+# 3.11 with Django 5.2 + django-tasks, so the version test picks the right stubs;
 # at run time the Django version decides.
 if TYPE_CHECKING:
     if sys.version_info >= (3, 12):
