@@ -2,10 +2,11 @@
 # make demo  — run the example job serially and in threads, print the table (own venv)
 # make serve — the example's web page on http://127.0.0.1:8000/
 # make bench — benchmarks side by side (own venvs): benchmarks/results.{md,png}
+# make wheel — build sdist and wheel into dist/, check them, smoke-test the wheel outside the repo
 VENVS := py311-dj52-pg2 py312-dj60-pg2 py313-dj61-pg2 py311-dj52-pg3 py313-dj61-pg3
 LINT := .venv/py311-dj52-pg2/bin
 
-.PHONY: test venvs lint typecheck suite demo serve bench clean
+.PHONY: test venvs lint typecheck suite demo serve bench wheel clean
 
 test: lint typecheck suite
 
@@ -52,6 +53,9 @@ bench:
 	benchmarks/venv.sh bench-pg3
 	.ci/postgres.sh
 	.venv/bench-pg2/bin/python benchmarks/run.py
+
+wheel:
+	.ci/wheel.sh
 
 clean:
 	rm -rf .venv
