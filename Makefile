@@ -27,7 +27,6 @@ suite: venvs
 
 # The demo's venv: the library and tqdm only, rebuilt when pyproject.toml changes.
 DEMO := .venv/demo
-DEMO_DB := example/example.sqlite3
 
 $(DEMO)/.stamp: pyproject.toml
 	rm -rf $(DEMO)
@@ -36,8 +35,8 @@ $(DEMO)/.stamp: pyproject.toml
 	$(DEMO)/bin/pip install -q -e ".[progress]"
 	touch $@
 
+# The demo replaces its own earlier jobs and leaves the web page's alone.
 demo: $(DEMO)/.stamp
-	rm -f $(DEMO_DB)
 	$(DEMO)/bin/python example/manage.py migrate -v0
 	$(DEMO)/bin/python example/manage.py demo
 	@echo "See it on a web page: make serve, then open http://127.0.0.1:8000/"

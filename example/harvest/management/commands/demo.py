@@ -61,8 +61,11 @@ class Command(BaseCommand):
         self.stdout.write(
             f"source: {source}, {latency * 1000:.0f} ms per request; database: {connection.vendor}"
         )
-        serial = Job.objects.create(total=items, workers=1)
-        parallel = Job.objects.create(total=items, workers=workers)
+        # The last run's demo jobs go; the web page's jobs are never touched
+        # (and it lists only its own).
+        Job.objects.filter(origin=Job.Origin.DEMO).delete()
+        serial = Job.objects.create(origin=Job.Origin.DEMO, total=items, workers=1)
+        parallel = Job.objects.create(origin=Job.Origin.DEMO, total=items, workers=workers)
         connections.close_all()
         # With the collector off, a connection is closed because its thread
         # closed it, not because garbage collection happened to free it.
