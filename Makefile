@@ -3,10 +3,12 @@
 # make serve — the example's web page on http://127.0.0.1:8000/
 # make bench — benchmarks side by side (own venvs): benchmarks/results.{md,png}
 # make wheel — build sdist and wheel into dist/, check them, smoke-test the wheel outside the repo
+# make browser — the example's pages in headless chromium (apt) via Playwright (own venv)
+# make screenshot — make browser, then copy the finished job's page to docs/_static/example.png
 VENVS := py311-dj52-pg2 py312-dj60-pg2 py313-dj61-pg2 py311-dj52-pg3 py313-dj61-pg3
 LINT := .venv/py311-dj52-pg2/bin
 
-.PHONY: test venvs lint typecheck suite demo serve bench wheel clean
+.PHONY: test venvs lint typecheck suite demo serve bench wheel browser screenshot clean
 
 test: lint typecheck suite
 
@@ -55,6 +57,13 @@ bench:
 
 wheel:
 	.ci/wheel.sh
+
+browser:
+	.ci/browser.sh
+
+screenshot: browser
+	mkdir -p docs/_static
+	cp build/browser/status-done.png docs/_static/example.png
 
 clean:
 	rm -rf .venv
