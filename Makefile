@@ -5,7 +5,7 @@
 # make wheel — build sdist and wheel into dist/, check them, smoke-test the wheel outside the repo
 # make browser — the example's pages in headless chromium (apt) via Playwright (own venv)
 # make screenshot — make browser, then copy the finished job's page to docs/_static/example.png
-VENVS := py311-dj52-pg2 py312-dj60-pg2 py313-dj61-pg2 py311-dj52-pg3 py313-dj61-pg3
+VENVS := py311-dj52-pg2 py313-dj60-pg2 py313-dj61-pg2 py311-dj52-pg3 py313-dj61-pg3
 LINT := .venv/py311-dj52-pg2/bin
 
 .PHONY: test venvs lint typecheck suite demo serve bench wheel browser screenshot clean
@@ -21,7 +21,7 @@ lint: venvs
 
 typecheck: venvs
 	.venv/py311-dj52-pg2/bin/mypy
-	.venv/py312-dj60-pg2/bin/mypy
+	.venv/py313-dj60-pg2/bin/mypy
 	.venv/py313-dj61-pg3/bin/mypy
 
 suite: venvs

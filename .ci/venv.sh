@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) one virtual environment of the test matrix.
 # Usage: .ci/venv.sh NAME
-#   NAME is py311-dj52-pg2, py311-dj52-pg3, py312-dj60-pg2, py313-dj61-pg2 or py313-dj61-pg3.
+#   NAME is py311-dj52-pg2, py311-dj52-pg3, py313-dj60-pg2, py313-dj61-pg2 or py313-dj61-pg3.
 # The venv is rebuilt when pyproject.toml or this script changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,6 @@ cd "$(dirname "$0")/.."
 name=$1
 case $name in
   py311-*) python=(python3.11) ;;
-  py312-*) python=(env PYENV_VERSION=3.12.1 python3.12) ;;
   py313-*) python=(env PYENV_VERSION=3.13.0 python3.13) ;;
   *) echo "unknown venv $name" >&2; exit 2 ;;
 esac

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import django
 
 # mypy cannot see which Django is installed, only the Python version it checks
-# for. Our typing matrix pairs Python 3.12 and 3.13 with Django 6 and Python
-# 3.11 with Django 5.2 + django-tasks, so the version test picks the right stubs;
+# for. Our typing matrix pairs Python 3.13 with Django 6 and Python 3.11 with
+# Django 5.2 + django-tasks, so the version test picks the right stubs there;
 # at run time the Django version decides.
 if TYPE_CHECKING:
     if sys.version_info >= (3, 12):

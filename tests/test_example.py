@@ -243,10 +243,13 @@ def test_demo_command_prints_the_table() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_the_demo_replaces_its_own_jobs_and_keeps_the_web_jobs() -> None:
     web = Job.objects.create(total=3, origin=Job.Origin.WEB)
-    for _ in range(2):
-        call_command("demo", items=4, workers=2, stdout=io.StringIO(), stderr=io.StringIO())
+    earlier = Job.objects.create(total=1, origin=Job.Origin.DEMO, status=Job.Status.DONE)
+    Record.objects.create(job=earlier, number=0, title="old", price=1, fetched_by="test")
+    out = io.StringIO()
+    call_command("demo", items=4, workers=2, stdout=out, stderr=io.StringIO())
     demo_jobs = Job.objects.filter(origin=Job.Origin.DEMO)
-    assert demo_jobs.count() == 2  # the second run's pair only
+    assert demo_jobs.count() == 2, out.getvalue()  # this run's pair only
+    assert not Job.objects.filter(pk=earlier.pk).exists()
     assert Record.objects.filter(job__in=demo_jobs).count() == 8
     assert Job.objects.filter(pk=web.pk).exists()
     connection.close()
