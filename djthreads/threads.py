@@ -187,7 +187,7 @@ class DjangoThread(threading.Thread):
 
     @property
     def pid(self) -> NoReturn:
-        """Not available: a thread runs in its starter's process (an AttributeError)."""
+        """Raise AttributeError, since a thread runs in its starter's process and has no pid."""
         # Not os.getpid(): the usual thing done with a Process's pid is
         # os.kill(pid, ...), which would signal this whole process.
         raise AttributeError(
