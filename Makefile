@@ -3,10 +3,13 @@
 # make serve — the example's web page on http://127.0.0.1:8000/
 # make bench — benchmarks side by side (own venvs): benchmarks/results.{md,png}
 # make docs  — build docs/ with Sphinx (own venv), warnings as errors, and run its examples
-VENVS := py311-dj52-pg2 py313-dj61-pg2 py311-dj52-pg3 py313-dj61-pg3
+# make wheel — build sdist and wheel into dist/, check them, smoke-test the wheel outside the repo
+# make browser — the example's pages in headless chromium (apt) via Playwright (own venv)
+# make screenshot — make browser, then copy the finished job's page to docs/_static/example.png
+VENVS := py311-dj52-pg2 py313-dj60-pg2 py313-dj61-pg2 py311-dj52-pg3 py313-dj61-pg3
 LINT := .venv/py311-dj52-pg2/bin
 
-.PHONY: test venvs lint typecheck suite demo serve bench docs clean
+.PHONY: test venvs lint typecheck suite demo serve bench docs wheel browser screenshot clean
 
 test: lint typecheck suite
 
@@ -19,6 +22,7 @@ lint: venvs
 
 typecheck: venvs
 	.venv/py311-dj52-pg2/bin/mypy
+	.venv/py313-dj60-pg2/bin/mypy
 	.venv/py313-dj61-pg3/bin/mypy
 
 suite: venvs
@@ -26,7 +30,6 @@ suite: venvs
 
 # The demo's venv: the library and tqdm only, rebuilt when pyproject.toml changes.
 DEMO := .venv/demo
-DEMO_DB := example/example.sqlite3
 
 $(DEMO)/.stamp: pyproject.toml
 	rm -rf $(DEMO)
@@ -35,8 +38,8 @@ $(DEMO)/.stamp: pyproject.toml
 	$(DEMO)/bin/pip install -q -e ".[progress]"
 	touch $@
 
+# The demo replaces its own earlier jobs and leaves the web page's alone.
 demo: $(DEMO)/.stamp
-	rm -f $(DEMO_DB)
 	$(DEMO)/bin/python example/manage.py migrate -v0
 	$(DEMO)/bin/python example/manage.py demo
 	@echo "See it on a web page: make serve, then open http://127.0.0.1:8000/"
@@ -72,6 +75,16 @@ docs: $(DOCS_VENV)/.stamp
 	$(SPHINX) -b html docs docs/_build/html
 	$(SPHINX) -b doctest docs docs/_build/doctest
 	@echo "Open docs/_build/html/index.html"
+
+wheel:
+	.ci/wheel.sh
+
+browser:
+	.ci/browser.sh
+
+screenshot: browser
+	mkdir -p docs/_static
+	cp build/browser/status-done.png docs/_static/example.png
 
 clean:
 	rm -rf .venv docs/_build docs/_generated

@@ -9,6 +9,8 @@ PYTEST_ARGS=("$@")
 runs=(
   "py311-dj52-pg2 tests.settings_sqlite"
   "py311-dj52-pg2 tests.settings_postgres"
+  "py313-dj60-pg2 tests.settings_sqlite"
+  "py313-dj60-pg2 tests.settings_postgres"
   "py313-dj61-pg2 tests.settings_sqlite"
   "py313-dj61-pg2 tests.settings_postgres"
   "py311-dj52-pg3 tests.settings_postgres_pool"

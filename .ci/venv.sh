@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) one virtual environment of the test matrix.
 # Usage: .ci/venv.sh NAME
-#   NAME is py311-dj52-pg2, py311-dj52-pg3, py313-dj61-pg2 or py313-dj61-pg3.
+#   NAME is py311-dj52-pg2, py311-dj52-pg3, py313-dj60-pg2, py313-dj61-pg2 or py313-dj61-pg3.
 # The venv is rebuilt when pyproject.toml or this script changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,8 @@ esac
 case $name in
   *-dj52-*) django="Django>=5.2,<5.3"; stubs="django-stubs>=5.2,<5.3"
             tasks=("django-tasks>=0.12" "django-tasks-db>=0.13") ;;  # Tasks backport
+  *-dj60-*) django="Django>=6.0,<6.1"; stubs="django-stubs>=6.0,<6.1"
+            tasks=("django-tasks-db>=0.13") ;;
   *-dj61-*) django="Django>=6.1,<6.2"; stubs="django-stubs>=6.1,<6.2"
             tasks=("django-tasks-db>=0.13") ;;  # django.tasks is built in
 esac

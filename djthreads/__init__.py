@@ -11,7 +11,7 @@ from djthreads._default import get_executor, wait_for_tasks
 from djthreads._eager import eager
 from djthreads.batch import map
 from djthreads.decorators import run_async, submit
-from djthreads.exceptions import DjThreadsError, QueueFullError
+from djthreads.exceptions import DjThreadsError, QueueFullError, UnstoppableThreadError
 from djthreads.executor import DjangoExecutor
 from djthreads.process import DjangoProcess
 from djthreads.threads import DjangoThread
@@ -22,6 +22,7 @@ __all__ = [
     "DjangoProcess",
     "DjangoThread",
     "QueueFullError",
+    "UnstoppableThreadError",
     "eager",
     "get_executor",
     "map",

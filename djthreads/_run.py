@@ -8,19 +8,22 @@ calls :func:`run_task` with the task's one record, a ``djthreads._account.Work``
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 import threading
-from typing import Any, TypeVar
+import types
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeGuard, TypeVar
 
-from django.conf import settings
+from asgiref.sync import async_to_sync
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.dispatch import Signal
-from django.utils import translation
 
 from djthreads import _account
 from djthreads._account import BACKEND, RUNNING, Work, task_name
+from djthreads._request_state import RequestState
 from djthreads.signals import task_finished, task_started
 
 logger = logging.getLogger("djthreads")
@@ -28,14 +31,12 @@ logger = logging.getLogger("djthreads")
 R = TypeVar("R")
 
 # asgiref names the ContextVar behind every non-thread-critical Local this way;
-# Django keeps the active translation in one. Older asgiref shares one dict
-# between copied contexts (an activate() in a task would leak back into the
-# submitter), asgiref >= 3.13 hides it from other threads. We drop it from the
-# copy on every version and carry the language explicitly instead.
+# Django keeps the active translation, time zone, urlconf and script prefix in
+# such Locals. Older asgiref shares one dict between copied contexts (an
+# activate() in a task would leak back into the submitter), asgiref >= 3.13
+# hides it from other threads. We drop it from the copy on every version and
+# carry those four values explicitly instead (RequestState).
 _ASGIREF_LOCAL = "asgiref.local"
-# Carried.language when the submitter never activated a translation (no
-# language code is empty): the task runs in the default language.
-_NOT_ACTIVATED = ""
 
 # .depth: how many tasks this thread is running, nested;
 # .opened: this thread opened a database connection since its last cleanup.
@@ -54,13 +55,25 @@ connection_created.connect(_note_opened, dispatch_uid="djthreads._run._note_open
 
 
 class Carried:
-    """What crosses from the submitting thread into the task's thread."""
+    """What crosses from the submitting thread into the task's thread.
 
-    __slots__ = ("context", "language")
+    ``context`` is a copy of the submitter's contextvars; ``state`` its
+    per-request Django state, or None when the submitter never set an asgiref
+    Local (so every one of those values is at its default).
+    """
 
-    def __init__(self, context: contextvars.Context, language: str | None) -> None:
+    __slots__ = ("context", "state")
+
+    def __init__(self, context: contextvars.Context, state: RequestState | None = None) -> None:
         self.context = context
-        self.language = language
+        self.state = state
+
+    def copy(self) -> Carried:
+        """Return a Carried with its own copy of the context.
+
+        A Context can be entered by one thread at a time: one copy per task.
+        """
+        return Carried(self.context.copy(), self.state)
 
 
 def _set_all(pairs: list[tuple[contextvars.ContextVar[Any], Any]]) -> None:
@@ -69,20 +82,67 @@ def _set_all(pairs: list[tuple[contextvars.ContextVar[Any], Any]]) -> None:
 
 
 def capture() -> Carried:
-    """Capture the calling thread's contextvars and active language.
+    """Capture the calling thread's contextvars and per-request Django state.
 
     Runs in the submitting thread, at submit time (or at DjangoThread.start()).
     """
     context = contextvars.copy_context()
     if not any(var.name == _ASGIREF_LOCAL for var in context):
-        # No asgiref Local was ever set in this context, so no translation is
-        # active here and get_language() would answer LANGUAGE_CODE. Skipping
-        # it saves about 3 µs a submit (asgiref's lock and contextvar lookup).
-        return Carried(context, _NOT_ACTIVATED)
+        # No asgiref Local was ever set in this context, so no translation,
+        # time zone, urlconf or script prefix is active here. Skipping the
+        # four reads saves several µs a submit (asgiref's lock and contextvar
+        # lookup each).
+        return Carried(context)
     pairs = [(var, value) for var, value in context.items() if var.name != _ASGIREF_LOCAL]
     context = contextvars.Context()
     context.run(_set_all, pairs)
-    return Carried(context, translation.get_language())
+    return Carried(context, RequestState.capture())
+
+
+_CoroutineType = types.CoroutineType
+
+
+def check_callable(fn: object, where: str, usage: str = "") -> None:
+    """Refuse, with a TypeError, what cannot be run as a task's function.
+
+    Runs in the submitting thread at submit time (or when decorating, or at
+    DjangoThread()), so the mistake fails at its call site rather than in a
+    worker. A coroutine object (``submit(fetch(url))``) is the usual one: it
+    gets a message saying to pass the async function instead. ``usage`` is
+    added to the message for anything else that is not callable.
+    """
+    if callable(fn):
+        return
+    if inspect.isawaitable(fn):
+        raise TypeError(
+            f"{where} got the coroutine object {fn!r}, not a function. Pass the async "
+            "function itself and its arguments separately, e.g. (fetch, url) rather than "
+            "fetch(url): djthreads calls it in the worker and runs it to completion there."
+        )
+    raise TypeError(f"{where} expects a function, got {fn!r}.{usage}")
+
+
+async def _await(coroutine: Coroutine[Any, Any, R]) -> R:
+    return await coroutine
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, R]) -> R:
+    """Run a coroutine to completion from the calling (sync) thread.
+
+    Through asgiref's ``async_to_sync``: the coroutine runs in an event loop
+    of its own thread, in a copy of the calling context, while this thread
+    runs its ``sync_to_async`` calls (thread-sensitive, the default) — so the
+    database connections those open are this thread's, and closed with it.
+    """
+    return async_to_sync(_await)(coroutine)
+
+
+def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """Call ``fn`` in the calling thread; run a coroutine it returns to completion."""
+    result = fn(*args, **kwargs)
+    if type(result) is _CoroutineType:
+        return run_coroutine(result)
+    return result
 
 
 def _send(signal: Signal, work: Work, **kwargs: Any) -> None:
@@ -98,29 +158,39 @@ def _send(signal: Signal, work: Work, **kwargs: Any) -> None:
             )
 
 
-def _clean_exit(exc: BaseException) -> bool:
-    # sys.exit() / sys.exit(0) ends a DjangoThread cleanly, as it ends a Process.
-    return isinstance(exc, SystemExit) and exc.code in (None, 0)
+def clean_exit(exc: BaseException) -> TypeGuard[SystemExit]:
+    """Return True for ``sys.exit()``/``sys.exit(0)``: a clean end, as for a Process."""
+    if not isinstance(exc, SystemExit):
+        return False
+    code = exc.code
+    return code is None or (isinstance(code, int) and code == 0)
 
 
 def _invoke(work: Work) -> Any:
-    # Runs inside the task's own copied context, so an activate() here is
-    # discarded with that context and never reaches a later task.
-    language = work.carried.language
-    if language == _NOT_ACTIVATED:
-        pass
-    elif language is None:
-        translation.deactivate_all()
-    elif language != settings.LANGUAGE_CODE:
-        translation.activate(language)
+    # Runs inside the task's own copied context, so an activate() here (or in
+    # the task) is discarded with that context and never reaches a later task.
+    state = work.carried.state
+    if state is not None:
+        state.apply()
     _send(task_started, work, args=work.args, kwargs=work.kwargs)
     try:
         result = work.fn(*work.args, **work.kwargs)
+        # An async def function returned its coroutine: run it here. An exact
+        # type check costs a few ns a task, where inspect.iscoroutinefunction()
+        # on every submit would cost far more (and miss partials and wrappers).
+        if type(result) is _CoroutineType:
+            result = run_coroutine(result)
     except BaseException as exc:
-        # A Tasks backend task was logged by Django's own task_finished receiver.
-        if work.kind != BACKEND and not _clean_exit(exc):
-            logger.error("task=%s failed", work.describe(), exc_info=exc)
-        _send(task_finished, work, result=None, exception=exc)
+        if clean_exit(exc):
+            # sys.exit(0) ends a multiprocessing.Process with exitcode 0 and
+            # no report; here too it is a normal end, not a failure.
+            logger.debug("task=%s ended with sys.exit(%r)", work.describe(), exc.code)
+            _send(task_finished, work, result=None, exception=None)
+        else:
+            # A Tasks backend task was logged by Django's own task_finished receiver.
+            if work.kind != BACKEND:
+                logger.error("task=%s failed", work.describe(), exc_info=exc)
+            _send(task_finished, work, result=None, exception=exc)
         raise
     _send(task_finished, work, result=result, exception=None)
     return result
@@ -221,15 +291,20 @@ def run_task(work: Work, *, close: bool = True, reuse: bool = False) -> Any:
     """Run ``work`` in the calling thread as a djthreads task and return its result.
 
     The function runs inside the work's captured context with the submitter's
-    language active; ``task_started``/``task_finished`` are sent around it. An
-    exception is logged once at ERROR on ``djthreads`` (naming the task, its
-    id and its arguments) and re-raised. Afterwards, in a ``finally`` block,
-    the thread's database connections are closed — unless ``close`` is false
-    or this task runs nested inside another task on the same thread, whose
-    own ``finally`` will close them. With ``reuse`` (a pool worker under
-    DJTHREADS['REUSE_CONNECTIONS']) a task that returned keeps its usable
-    connections for the worker's next task (:func:`release_connections`); one
-    that raised still closes them. Does not settle ``work.future``.
+    language, time zone, urlconf and script prefix active; a coroutine it
+    returns (an ``async def`` function) is run to completion here
+    (:func:`run_coroutine`). ``task_started``/``task_finished`` are sent
+    around it, from this thread. An exception is logged once at ERROR on
+    ``djthreads`` (naming the task, its id and its arguments) and re-raised;
+    ``sys.exit()`` or ``sys.exit(0)`` is re-raised too, but as a clean end:
+    logged at DEBUG and reported to ``task_finished`` with ``exception=None``.
+    Afterwards, in a ``finally`` block, the thread's database connections are
+    closed — unless ``close`` is false or this task runs nested inside another
+    task on the same thread, whose own ``finally`` will close them. With
+    ``reuse`` (a pool worker under DJTHREADS['REUSE_CONNECTIONS']) a task
+    that returned keeps its usable connections for the worker's next task
+    (:func:`release_connections`); one that raised still closes them. Does
+    not settle ``work.future``.
     """
     depth: int = getattr(_state, "depth", 0)
     _state.depth = depth + 1

@@ -1,6 +1,6 @@
 """One import point for Django's Tasks framework on every supported Django.
 
-Django >= 6.0 ships it as ``django.tasks``; on Django 4.2/5.2 the
+Django >= 6.0 ships it as ``django.tasks``; on Django 5.2 the
 ``django-tasks`` package backports it as ``django_tasks``. Both have the same
 classes, signals and behaviour; only two exception names differ, and this
 module exports them under Django 6's names.

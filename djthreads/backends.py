@@ -2,7 +2,7 @@
 
 ``TASKS = {"default": {"BACKEND": "djthreads.backends.ThreadPoolBackend"}}``
 works with ``django.tasks`` (Django >= 6.0) and with the ``django-tasks``
-backport (Django 4.2/5.2). Tasks run in this process, in the default pool, with
+backport (Django 5.2). Tasks run in this process, in the default pool, with
 the bounds, context copy and connection closing of ``run_async``; a
 distributed backend (django-tasks-db, Celery, RQ) runs the same ``@task``
 functions when one process is no longer enough.

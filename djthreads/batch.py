@@ -18,11 +18,11 @@ import itertools
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sized
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sized
+from typing import Any, Protocol, TypeVar, overload
 
 from djthreads._account import EXECUTOR, Work, task_name
-from djthreads._run import Carried, capture
+from djthreads._run import Carried, call, capture, check_callable
 from djthreads.conf import get_settings
 from djthreads.executor import DjangoExecutor, new_future
 
@@ -98,7 +98,7 @@ def _chunk_runner(fn: Callable[[T], R], batch: _Batch) -> Callable[[list[T]], li
         for item in chunk:
             if batch.stopped():
                 break  # another chunk failed: its results are thrown away anyway
-            results.append(fn(item))
+            results.append(call(fn, (item,), {}))
         return results
 
     # Logs and signals name the user's function, not this wrapper.
@@ -124,6 +124,18 @@ def _positive(name: str, value: object) -> int:
     return value
 
 
+@overload
+def map(
+    fn: Callable[[T], Coroutine[Any, Any, R]],
+    iterable: Iterable[T],
+    *,
+    max_workers: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> list[R]: ...
+
+
+@overload
 def map(
     fn: Callable[[T], R],
     iterable: Iterable[T],
@@ -131,7 +143,17 @@ def map(
     max_workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = False,
-) -> list[R]:
+) -> list[R]: ...
+
+
+def map(
+    fn: Callable[[Any], Any],
+    iterable: Iterable[Any],
+    *,
+    max_workers: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> list[Any]:
     """Run ``fn(item)`` for every item in worker threads; return the results in order.
 
     The calling thread pulls items from ``iterable`` lazily (a generator of a
@@ -139,10 +161,13 @@ def map(
     and blocks until every item is done. The items run in a pool of
     ``max_workers`` threads (default ``DJTHREADS['MAX_WORKERS']``) created for
     this call and shut down when it returns; each runs in a copy of the
-    caller's contextvars and language, like every djthreads task, and its
-    thread's database connections are closed after it. The workers do not see
-    the caller's uncommitted transaction: commit before mapping over rows you
-    just wrote (on SQLite an open write transaction would also lock them out).
+    caller's contextvars and per-request state (language, time zone, urlconf,
+    script prefix), like every djthreads task, and its thread's database
+    connections are closed after it. An ``async def`` ``fn`` is run to
+    completion for each item in its worker (through asgiref's
+    ``async_to_sync``). The workers do not see the caller's uncommitted
+    transaction: commit before mapping over rows you just wrote (on SQLite an
+    open write transaction would also lock them out).
 
     ``chunk_size`` items (default 1) are handed to a worker at a time: use it
     for many tiny items; connections are then closed once per chunk, and the
@@ -154,6 +179,7 @@ def map(
     draws a tqdm bar on stderr (``pip install 'djthreads[progress]'``); without
     tqdm it warns once and runs without one.
     """
+    check_callable(fn, "djthreads.map")
     workers = _positive(
         "max_workers", get_settings().MAX_WORKERS if max_workers is None else max_workers
     )
@@ -165,7 +191,7 @@ def map(
     total = len(iterable) if isinstance(iterable, Sized) else None
     bar = _progress_bar(total, name) if progress else None
     batch = _Batch()
-    call: Callable[[Any], Any] = fn if size == 1 else _chunk_runner(fn, batch)
+    run: Callable[[Any], Any] = fn if size == 1 else _chunk_runner(fn, batch)
     parts: Iterator[Any] = iter(iterable) if size == 1 else _chunks(iterable, size)
     base = capture()
     executor = DjangoExecutor(
@@ -174,9 +200,9 @@ def map(
         # Never more than the window waits, so submitting never blocks.
         max_queue=2 * workers,
     )
-    results: list[R] = []
+    results: list[Any] = []
     try:
-        _run_all(executor, batch, call, parts, size, base, 2 * workers, results, bar)
+        _run_all(executor, batch, run, parts, size, base, 2 * workers, results, bar)
         if batch.stopped():
             _stop(batch, name)
     except BaseException:
@@ -201,7 +227,7 @@ _END = object()
 def _run_all(
     executor: DjangoExecutor,
     batch: _Batch,
-    call: Callable[[Any], Any],
+    run: Callable[[Any], Any],
     parts: Iterator[Any],
     size: int,
     base: Carried,
@@ -225,8 +251,7 @@ def _run_all(
                 window.append((future, len(part) if size > 1 else 1))
             future.add_done_callback(batch.on_done)
             # A Context can be entered by one thread at a time: one copy per part.
-            carried = Carried(base.context.copy(), base.language)
-            executor.submit_work(Work(call, (part,), {}, carried, EXECUTOR, future))
+            executor.submit_work(Work(run, (part,), {}, base.copy(), EXECUTOR, future))
         if batch.stopped() or not window:
             return
         head, count = window[0]

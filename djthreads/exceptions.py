@@ -18,3 +18,14 @@ class QueueFullError(DjThreadsError, RuntimeError):
     Raised by ``submit()`` (and a ``run_async`` call) in the submitting thread;
     the function was not queued and will not run.
     """
+
+
+class UnstoppableThreadError(DjThreadsError, NotImplementedError):
+    """``DjangoThread.terminate()`` or ``kill()``: a thread cannot be stopped from outside.
+
+    Raised in the calling thread; the DjangoThread keeps running. A
+    ``NotImplementedError``, as the standard library raises for an operation
+    the platform cannot perform (``multiprocessing.Queue.qsize()`` on macOS).
+    Stop the work with a flag its target checks (a ``threading.Event``), or run
+    it in a ``DjangoProcess``.
+    """

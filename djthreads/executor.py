@@ -22,13 +22,13 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from djthreads import _account
 from djthreads._account import EXECUTOR, QUEUED, Work
-from djthreads._run import capture, close_connections, in_task, run_into
+from djthreads._run import capture, check_callable, close_connections, in_task, run_into, run_task
 from djthreads.exceptions import QueueFullError
 
 logger = logging.getLogger("djthreads")
@@ -78,6 +78,11 @@ class _TaskFuture(concurrent.futures.Future[Any]):
         """As ``Future.exception``; in a worker of the same pool, run the task here if queued."""
         self._help()
         return super().exception(timeout)
+
+
+# repr() and InvalidStateError messages read "<Future at 0x... state=...>" as
+# the stdlib's do (CPython's test_future matches them); type() still names the class.
+_TaskFuture.__name__ = "Future"
 
 
 def _help_waiter(pending: list[Work]) -> None:
@@ -167,7 +172,8 @@ class DjangoExecutor(concurrent.futures.Executor):
     lets workers keep usable connections between tasks.
 
     Tasks run in daemon worker threads named ``<thread_name_prefix>_<n>``,
-    each in a copy of the submitter's contextvars and active language, and
+    each in a copy of the submitter's contextvars and request state (language,
+    time zone, urlconf, script prefix), and
     each is followed by ``connections.close_all()`` in the worker — or, with
     ``reuse_connections``, by Django's end-of-request rules, so a worker keeps
     at most one connection per alias and closes it when it stops. An idle
@@ -251,14 +257,27 @@ class DjangoExecutor(concurrent.futures.Executor):
 
     # -- submitting -------------------------------------------------------------
 
+    @overload
+    def submit(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[R]: ...
+
+    @overload
     def submit(
         self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> concurrent.futures.Future[R]:
+    ) -> concurrent.futures.Future[R]: ...
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
         """Queue ``fn(*args, **kwargs)`` now and return its Future.
 
         Runs in the calling thread only to capture its context; the function
-        runs in a worker (or inline, when nested in a full pool).
+        runs in a worker (or inline, when nested in a full pool). An ``async
+        def`` function runs to completion in the worker; a coroutine object is
+        refused with a TypeError that says to pass the function.
         """
+        check_callable(fn, "DjangoExecutor.submit()")
         work = Work(fn, args, kwargs, capture(), self._kind, _TaskFuture())
         self.submit_work(work)
         return work.future
@@ -358,12 +377,27 @@ class DjangoExecutor(concurrent.futures.Executor):
     # -- running ----------------------------------------------------------------
 
     def _run_claimed(self, work: Work, reuse: bool) -> None:
-        """Run claimed queued work in this worker, then free its slot (worker thread)."""
-        try:
-            run_into(work, reuse=reuse)
-        finally:
-            _account.end(work)
+        """Run claimed queued work in this worker and settle its Future (worker thread).
+
+        The slot is freed before the Future is settled, so a caller woken by
+        ``result()`` can submit again at once even to a full pool with
+        ``on_full="raise"``; the work leaves the account after, so a waiter
+        never sees it gone before its Future is done.
+        """
+        future = work.future
+        if not future.set_running_or_notify_cancel():
             self._slots.release()
+            _account.end(work)
+            return
+        try:
+            result = run_task(work, reuse=reuse)
+        except BaseException as exc:
+            self._slots.release()
+            future.set_exception(exc)
+        else:
+            self._slots.release()
+            future.set_result(result)
+        _account.end(work)
 
     def _run_here(self, work: Work) -> None:
         """Run claimed queued work inline in a worker that waits for it."""

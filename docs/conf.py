@@ -59,4 +59,6 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(djthreads\.[\w.]+\.)?(P|R|T)(\.args|\.kwargs)?"),
     # The Tasks framework's types, aliased by djthreads._tasks_compat for both Django lines.
     (r"py:.*", r"Any(Task|TaskResult|TaskContext)"),
+    # run_async(on_commit=..., using=...)'s return type: a typing Protocol, private.
+    (r"py:class", r"djthreads\.decorators\._Decorator"),
 ]

@@ -225,7 +225,7 @@ def test_items_get_the_callers_context() -> None:
 )
 def test_bad_arguments_name_the_value(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        djthreads.map(str, range(3), **kwargs)  # type: ignore[arg-type]
+        djthreads.map(str, range(3), **kwargs)  # type: ignore[call-overload]
 
 
 @pytest.mark.django_db(transaction=True)

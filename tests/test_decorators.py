@@ -48,14 +48,6 @@ def test_runs_in_a_pool_worker() -> None:
     assert name != threading.current_thread().name
 
 
-def test_coroutine_function_is_refused() -> None:
-    async def coro() -> None:
-        return None
-
-    with pytest.raises(TypeError, match="coroutine function.*async_to_sync"):
-        run_async(coro)
-
-
 @pytest.mark.parametrize("value", [3, "text", None])
 def test_non_callable_is_refused(value: Any) -> None:
     with pytest.raises(TypeError, match="run_async expects a function"):

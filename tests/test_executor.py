@@ -1,17 +1,23 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import logging
 import multiprocessing
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures.thread import BrokenThreadPool
 
 import pytest
+from django.db import connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.test import override_settings
 
 import djthreads
 from djthreads import DjangoExecutor, QueueFullError
 from tests import tasks
+from tests.conftest import settled_connections
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,3 +218,125 @@ def test_explicit_pool_refuses_use_after_fork(executor: DjangoExecutor) -> None:
     message = parent_conn.recv()
     child.join(20)
     assert "cannot be used after os.fork()" in message
+
+
+# -- ThreadPoolExecutor's constructor and worker life cycle -----------------------
+
+
+def _workers(prefix: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"{prefix}_")]
+
+
+def test_initializer_runs_with_initargs_in_each_worker_before_its_tasks() -> None:
+    ran: list[tuple[str, str, int]] = []
+
+    def initializer(word: str, number: int) -> None:
+        ran.append((threading.current_thread().name, word, number))
+
+    both_running = threading.Barrier(2, timeout=10)
+
+    def task() -> tuple[str, bool]:
+        name = threading.current_thread().name
+        initialized = (name, "set up", 7) in ran
+        both_running.wait()  # two tasks at once: two workers
+        return name, initialized
+
+    pool = DjangoExecutor(2, "init", initializer, ("set up", 7))
+    try:
+        results = [f.result(10) for f in [pool.submit(task), pool.submit(task)]]
+    finally:
+        pool.shutdown(timeout=10)
+    assert all(initialized for _, initialized in results)
+    assert sorted(ran) == sorted((name, "set up", 7) for name, _ in results)
+    assert len({name for name, _ in results}) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failing_initializer_breaks_the_pool_and_closes_its_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    opened: list[BaseDatabaseWrapper] = []
+    entered = threading.Event()
+    release = threading.Event()
+
+    def initializer() -> None:
+        opened.append(connections["default"])
+        tasks.select_one()  # opens the worker's connection
+        entered.set()
+        release.wait(10)  # let tasks queue up behind the initializer
+        raise ValueError("no configuration for this worker")
+
+    pool = DjangoExecutor(1, initializer=initializer)
+    try:
+        pending = [pool.submit(tasks.add, i, 1) for i in range(3)]
+        assert entered.wait(10)
+        with caplog.at_level(logging.CRITICAL, logger="djthreads"):
+            release.set()
+            for future in pending:
+                with pytest.raises(BrokenThreadPool, match="initializer failed"):
+                    future.result(10)
+        with pytest.raises(BrokenThreadPool, match="initializer failed"):
+            pool.submit(tasks.noop)
+    finally:
+        pool.shutdown(timeout=10)
+    # Closed in the worker before the pool was marked broken.
+    assert opened[0].connection is None
+    if connection.vendor == "postgresql":
+        assert settled_connections(0) == 0
+    failures = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None
+    assert "no configuration for this worker" in str(failures[0].exc_info[1])
+
+
+def test_max_workers_none_reads_the_setting() -> None:
+    release = threading.Event()
+    with override_settings(DJTHREADS={"MAX_WORKERS": 3}):
+        pool = DjangoExecutor(thread_name_prefix="from_setting")
+    try:
+        # Every task blocks, so each submit starts a worker until the limit.
+        running = [pool.submit(tasks.wait_for, release) for _ in range(5)]
+        assert pool.max_workers == 3
+        assert len(_workers("from_setting")) == 3
+        release.set()
+        assert [f.result(10) for f in running] == [True] * 5
+    finally:
+        release.set()
+        pool.shutdown(timeout=10)
+
+
+def test_sequential_tasks_reuse_one_idle_worker() -> None:
+    pool = DjangoExecutor(4, thread_name_prefix="reuse")
+    try:
+        names = {pool.submit(tasks.thread_name).result(10) for _ in range(3)}
+        assert len(_workers("reuse")) == 1
+        assert names == {"reuse_0"}
+    finally:
+        pool.shutdown(timeout=10)
+
+
+def test_dropped_executor_lets_its_idle_workers_exit() -> None:
+    pool = DjangoExecutor(2, thread_name_prefix="dropped")
+    both_running = threading.Barrier(2, timeout=10)
+    futures = [pool.submit(both_running.wait) for _ in range(2)]
+    assert sorted(f.result(10) for f in futures) == [0, 1]
+    workers = _workers("dropped")
+    assert len(workers) == 2
+    del pool  # never shut down; the Futures stay, and must not keep it alive
+    gc.collect()
+    for worker in workers:
+        worker.join(10)
+    assert not any(worker.is_alive() for worker in workers)
+
+
+def test_thread_name_prefix_is_the_second_positional_argument() -> None:
+    pool = DjangoExecutor(1, "positional")
+    try:
+        assert pool.submit(tasks.thread_name).result(10) == "positional_0"
+    finally:
+        pool.shutdown(timeout=10)
+
+
+def test_max_queue_given_positionally_says_to_pass_it_by_keyword() -> None:
+    with pytest.raises(TypeError, match=r"got 10: .*pass max_queue=\.\.\. by keyword"):
+        DjangoExecutor(2, 10)  # type: ignore[arg-type]

@@ -110,8 +110,11 @@ class _Opened:
         self.pid = _backend_pid(conn)
         self.reuse = reuse  # a pool worker keeping it under DJTHREADS['REUSE_CONNECTIONS']
 
+    # threading.Thread.is_alive(thread), not thread.is_alive(): a closed
+    # DjangoThread refuses is_alive(), as a closed Process does.
+
     def excused(self) -> bool:
-        return self.reuse and self.thread.is_alive()
+        return self.reuse and threading.Thread.is_alive(self.thread)
 
 
 class ConnectionWatch:
@@ -193,14 +196,14 @@ class ConnectionWatch:
             conn = record.conn
             if not _is_open(conn):
                 continue
-            if record.excused() or record.thread.is_alive():
+            if record.excused() or threading.Thread.is_alive(record.thread):
                 # Not closed below: the server still shows it, already explained.
                 if record.pid is not None:
                     accounted.add(record.pid)
                 held[conn.alias] = held.get(conn.alias, 0) + 1
             if record.excused():
                 continue
-            if record.thread.is_alive():
+            if threading.Thread.is_alive(record.thread):
                 problems.append(
                     f"Thread {record.thread.name!r} (still running) holds a connection to "
                     f"database alias {conn.alias!r}. Close it in that thread before the test "

@@ -10,12 +10,15 @@ import functools
 import json
 import threading
 import time
+import traceback
 from urllib.request import urlopen
 
 from django.conf import settings
+from django.utils import timezone
 
 import djthreads
 from djthreads import run_async
+from example.harvest.failures import explain
 from example.harvest.models import Job, Record
 from example.harvest.source import source_url
 
@@ -39,11 +42,14 @@ def run_job(job_id: int, *, workers: int | None = None, progress: bool = False) 
     """Run the job in the calling thread; its items run in ``workers`` threads.
 
     ``workers=1`` runs the items one after another in the calling thread (the
-    serial baseline). A failure marks the job failed and is re-raised.
+    serial baseline). A failure marks the job failed, with a sentence for the
+    user and the traceback, and is re-raised.
     """
     job = Job.objects.get(pk=job_id)
     workers = workers or job.workers
-    Job.objects.filter(pk=job_id).update(status=Job.Status.RUNNING, workers=workers)
+    Job.objects.filter(pk=job_id).update(
+        status=Job.Status.RUNNING, workers=workers, started=timezone.now()
+    )
     started = time.perf_counter()
     fetch = functools.partial(fetch_record, job_id)
     try:
@@ -53,7 +59,13 @@ def run_job(job_id: int, *, workers: int | None = None, progress: bool = False) 
         else:
             djthreads.map(fetch, range(job.total), max_workers=workers, progress=progress)
     except Exception as exc:
-        Job.objects.filter(pk=job_id).update(status=Job.Status.FAILED, error=repr(exc))
+        Job.objects.filter(pk=job_id).update(
+            status=Job.Status.FAILED,
+            seconds=time.perf_counter() - started,
+            done=Record.objects.filter(job_id=job_id).count(),
+            error=explain(exc, source_url()),
+            error_detail="".join(traceback.format_exception(exc)),
+        )
         raise
     Job.objects.filter(pk=job_id).update(
         status=Job.Status.DONE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.template.defaultfilters import pluralize
 
 from example.harvest.jobs import run_job
 from example.harvest.models import Job
@@ -22,10 +23,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, items: int, workers: int, serial: bool, **options: Any) -> None:
         workers = 1 if serial else workers
-        job = Job.objects.create(total=items, workers=workers)
+        job = Job.objects.create(origin=Job.Origin.COMMAND, total=items, workers=workers)
         # Runs in this thread; djthreads.map draws the progress bar on stderr.
         job = run_job(job.pk, progress=True)
         self.stdout.write(
             f"job {job.pk}: {job.done} records in {job.seconds:.2f} s with {workers} "
-            f"thread{'s' if workers > 1 else ''}"
+            f"thread{pluralize(workers)}"
         )

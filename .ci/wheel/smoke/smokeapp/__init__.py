@@ -1,0 +1,1 @@
+"""The smoke project's app: one model and two tasks."""
