@@ -29,6 +29,7 @@ from djthreads._tasks_compat import TaskResultStatus, task_backends
 from tests import backend_tasks as bt
 from tests import durable_tasks as dt
 from tests.backend_tasks import Finished
+from tests.conftest import uses_pool
 from tests.models import Item
 
 pytest.importorskip("django_tasks_db")
@@ -187,7 +188,7 @@ def test_two_durable_processes_and_a_db_worker_drain_2000_tasks_each_once(
                 "drain",
                 options={"POLL_INTERVAL": 0.1},
                 djthreads={"REUSE_CONNECTIONS": True},
-                conn_max_age=60,
+                conn_max_age=0 if uses_pool() else 60,  # Django's pool: 0 only
             )
             wait_until(
                 lambda: DBTaskResult.objects.filter(pk=probe.id, status="SUCCESSFUL").exists(),
