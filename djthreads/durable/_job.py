@@ -132,8 +132,8 @@ class Job:
         self.waiting = False
 
     def _write_alone(self) -> None:
-        # The dispatcher has stopped (the task outlived SHUTDOWN_TIMEOUT and
-        # was marked lost): its real outcome replaces that.
+        # The dispatcher has stopped and will not write it. If the task
+        # outlived SHUTDOWN_TIMEOUT it was marked lost: the real outcome wins.
         from django_tasks_db.models import DBTaskResult
         from django_tasks_db.utils import exclusive_transaction
 
