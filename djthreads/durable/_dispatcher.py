@@ -1,8 +1,8 @@
 """Claim durable tasks as pool workers free up, run them on the default pool.
 
-One dispatcher thread per DurableBackend alias per process. It claims rows the
+Two threads per DurableBackend alias per process. The claimer claims rows the
 way ``db_worker`` does (``SELECT … FOR UPDATE SKIP LOCKED`` in a transaction,
-then the row's ``claim()``), but only as many as the default pool has idle
+then the row's ``claim()``), but only as many as the default pool has free
 workers, so a row is never RUNNING while it waits for a thread: what this
 process cannot start now stays READY for any other process or ``db_worker``.
 It claims when:
@@ -14,15 +14,17 @@ It claims when:
 - ``POLL_INTERVAL`` seconds passed (tasks enqueued elsewhere, due ``run_after``
   of others, READY rows left by a process that exited).
 
-A pool worker that finished a task hands its outcome over and waits; the
-dispatcher writes every outcome handed over since its last round together
-with its next claim, in one transaction, then lets the workers go on (they
-send ``task_finished``). On a disk where a commit costs milliseconds, that is
-one commit per round instead of one per task. A round that only claims is
-committed on PostgreSQL without waiting for the disk (see ``_write_and_claim``).
+A pool worker that finished a task hands its outcome to the writer and waits;
+the writer commits every outcome handed over meanwhile in one transaction,
+then lets their workers go on (they send ``task_finished``). Claims and
+outcome writes overlap, each on its own connection, and a commit is shared by
+a batch of outcomes rather than paid by each. A claim is committed on
+PostgreSQL without waiting for the disk (see ``_claim``); outcomes are not.
 
-The dispatcher keeps its database connection while tasks of its own run and
-closes it when it goes idle. ``djthreads.durable._workers`` keeps one
+Both threads keep their database connection, as a ``db_worker`` process does,
+and close it after a database error and when they stop: opening one for each
+round would cost more than the round. With Django's psycopg 3 pool, they give
+it back to the pool after each round instead. ``djthreads.durable._workers`` keeps one
 dispatcher per alias per process and stops them.
 """
 
@@ -43,9 +45,15 @@ from django.utils import timezone
 from djthreads import _account
 from djthreads._account import DEFERRED, DURABLE, QUEUED, RUNNING, Work
 from djthreads._default import get_executor
-from djthreads._run import close_connections, release_connections
-from djthreads.conf import get_settings
-from djthreads.durable._job import Job, Waiting, fail_if_running, fresh_context, write_outcomes
+from djthreads._run import close_connections
+from djthreads.durable._job import (
+    Job,
+    Waiting,
+    exclusive,
+    fail_if_running,
+    fresh_context,
+    write_outcomes,
+)
 from djthreads.durable._lease import Lease, lost_error, mark_background_thread
 from djthreads.executor import new_future
 
@@ -56,9 +64,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("djthreads.durable")
 
+# How long an outcome may wait for those of tasks still running beside it, to
+# share their commit, and a free worker for others to free up, to share one
+# claim query (claims wait only while every worker is not yet free). A batch
+# of no-op tasks finishes well inside it.
+BATCH_WINDOW = 0.005
+
 
 class Dispatcher:
-    """The claiming thread of one alias; see the module docstring."""
+    """The claiming and writing threads of one alias; see the module docstring."""
 
     def __init__(self, alias: str, sender: type, lease: Lease, *, poll: float) -> None:
         self.alias = alias
@@ -69,24 +83,30 @@ class Dispatcher:
         self._changed = threading.Condition()  # guards everything below
         self._dirty = True  # rows may be claimable: claim at the next free worker
         self._claiming = True  # False once stopping: outcomes are still written
-        self._closed = False  # the thread has nothing left to do and ends
-        self._accepting = True  # ready() takes outcomes; False once the thread ends
+        self._closed = False  # nothing left to do: both threads end
+        self._accepting = True  # ready() takes outcomes; False once the writer ends
         self._in_round = False  # between a claim and its rows reaching self._running
         self._next_poll = 0.0
-        self._retry_at = 0.0  # after a failed round, outcomes wait until then
+        self._retry_at = 0.0  # after a failed write, outcomes wait until then
         # Tasks enqueued here and not claimed here (yet), by id, and the
         # deferred ones among them by run_after: see note().
         self._local: dict[str, Work] = {}
         self._due: list[tuple[datetime.datetime, int, Work]] = []
         self._running: dict[str, Work] = {}  # claimed here and handed to the pool
         self._outcomes: list[Job] = []  # finished, outcome not written yet
-        self._error: str | None = None  # the last failure logged, so it is logged once
-        self._thread = threading.Thread(
-            name=f"djthreads-durable-{alias}", target=self._run, daemon=True
+        self._outcomes_since = 0.0  # when the oldest of them was handed over
+        self._free_since: float | None = None  # when a worker was first seen free
+        self._errors: dict[str, str] = {}  # the last failure each thread logged
+        self._claimer = threading.Thread(
+            name=f"djthreads-durable-{alias}", target=self._claim_forever, daemon=True
+        )
+        self._writer = threading.Thread(
+            name=f"djthreads-durable-{alias}-writer", target=self._write_forever, daemon=True
         )
 
     def start(self) -> None:
-        self._thread.start()
+        self._claimer.start()
+        self._writer.start()
 
     def note(self, work: Work, run_after: datetime.datetime | None) -> bool:
         """Take a task enqueued here: claim it soon (the committing thread, after the commit).
@@ -109,19 +129,23 @@ class Dispatcher:
             return True
 
     def ready(self, job: Job) -> bool:
-        """Take a finished job's outcome for the next round (the pool worker's thread).
+        """Take a finished job's outcome for the writer (the pool worker's thread).
 
-        Returns False when the dispatcher thread has ended: the caller writes it.
+        Returns False when the writer has ended: the caller writes it.
         """
         with self._changed:
             if not self._accepting:
                 return False
+            if not self._outcomes:
+                self._outcomes_since = time.monotonic()
             self._outcomes.append(job)
             self._changed.notify_all()
             return True
 
-    def _run(self) -> None:
-        """The dispatcher thread: wait for work and free workers, write and claim."""
+    # -- the claimer -------------------------------------------------------------
+
+    def _claim_forever(self) -> None:
+        """The claimer thread: wait for a reason and free workers, claim, hand over."""
         mark_background_thread()
         # Never claim without a lease: a crash would leave RUNNING rows no
         # reaper could tell from live ones.
@@ -130,30 +154,25 @@ class Dispatcher:
                 if self._closed:
                     return
         try:
-            while (work := self._next_round()) is not None:
+            while (work := self._next_claim()) is not None:
                 try:
-                    self._round(*work)
+                    self._claim_round(*work)
                 finally:
                     with self._changed:
                         self._in_round = False
                         self._changed.notify_all()
         finally:
-            with self._changed:
-                self._accepting = False
-                left, self._outcomes = self._outcomes, []
-            for job in left:  # never leave a worker waiting: it writes its own
-                job.write_yourself = True
-                job.written.set()
-            close_connections("djthreads durable dispatcher")
+            close_connections("djthreads durable claimer")
 
-    def _next_round(self) -> tuple[list[Job], int, bool] | None:
-        """Block until there are outcomes to write, rows to claim, or a poll is due.
+    def _next_claim(self) -> tuple[int, bool] | None:
+        """Block until there may be rows to claim for free workers, or a poll is due.
 
-        Returns (the outcomes, how many rows to claim, whether to look at the
-        tasks enqueued here that others may have run), or None once closed.
-        Free workers are the default pool's workers that are neither running
-        nor about to run anything (this dispatcher's tasks or other work),
-        plus those whose task's outcome is in this round.
+        Returns (how many rows to claim, whether to look at the tasks enqueued
+        here that others may have run), or None once closed. Free workers
+        are the default pool's workers neither running nor about to run
+        anything (this dispatcher's tasks or other work), plus those waiting
+        only for the writer: they are free once their outcome is committed,
+        and a row claimed for them starts then.
         """
         with self._changed:
             while not self._closed:
@@ -167,112 +186,175 @@ class Dispatcher:
                     _, _, due = heapq.heappop(self._due)
                     due.state = QUEUED
                     self._dirty = True
-                # A copy: workers keep appending to self._outcomes meanwhile.
-                outcomes = list(self._outcomes) if now >= self._retry_at else []
                 free = 0
                 if self._claiming and self._dirty:
-                    free = _free_workers() + sum(1 for job in outcomes if job.waiting)
+                    waiting = sum(1 for work in self._running.values() if _job(work).waiting)
+                    free = _free_workers() + waiting
                 settle = polled and bool(self._local)
-                if outcomes or free > 0 or settle:
+                if 0 < free < _pool_size() and not settle:
+                    until = self._batching_claims(now)
+                    if until is not None:
+                        # Some workers free while tasks of ours are about to
+                        # finish: one claim for all of them is one query.
+                        self._changed.wait(max(until - now, 0.0001))
+                        continue
+                if free > 0 or settle:
+                    self._free_since = None
                     self._in_round = True
-                    if outcomes:
-                        self._outcomes.clear()
                     if free > 0:
                         # Cleared before the claim, so a commit during it wakes us again.
                         self._dirty = False
-                    return outcomes, free, settle
+                    return free, settle
                 timeout = self._next_poll - now
                 if self._due:
                     timeout = min(timeout, (self._due[0][0] - wall).total_seconds())
-                if self._outcomes:
-                    timeout = min(timeout, self._retry_at - now)
                 self._changed.wait(max(timeout, 0.001))
             return None
 
-    def _round(self, outcomes: list[Job], free: int, settle: bool) -> None:
-        """Write outcomes and claim up to ``free`` rows in one transaction, then act on it."""
+    def _batching_claims(self, now: float) -> float | None:
+        # Called with self._changed held, when some workers are free: until
+        # when to wait for more, or None to claim now.
+        if self._free_since is None:
+            self._free_since = now
+        until = self._free_since + BATCH_WINDOW
+        return until if now < until and self._still_running() else None
+
+    def _still_running(self) -> bool:
+        # Called with self._changed held: a task of ours runs and has not
+        # handed its outcome over yet.
+        return any(
+            not _job(work).waiting and not work.future.done() for work in self._running.values()
+        )
+
+    def _claim_round(self, free: int, settle: bool) -> None:
+        """Claim up to ``free`` rows and hand them to the pool (claimer thread)."""
         try:
-            rows = self._write_and_claim(outcomes, free)
+            rows = self._claim(free) if free > 0 else []
             if settle:
                 self._settle_local()
         except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            if message != self._error:
-                logger.exception(
-                    "durable backend=%s cannot reach its tasks' table (is the database up "
-                    "and 'python manage.py migrate' run?); retrying every %.1fs",
-                    self.alias,
-                    self.poll,
-                )
-            self._error = message
-            close_connections("djthreads durable dispatcher")
+            self._failed("claimer", exc)
             with self._changed:
-                # The outcomes wait for the next try; their workers go on.
-                self._outcomes[:0] = [job for job in outcomes if not job.written.is_set()]
-                self._retry_at = time.monotonic() + self.poll
-                self._dirty = True
-            for job in outcomes:
-                job.written.set()
+                self._dirty = True  # again at the next poll
             return
-        self._error = None
+        self._errors.pop("claimer", None)
         with self._changed:
             if rows is None or (free > 0 and len(rows) == free):
                 # Busy, or all asked for came back: there may be more, so
                 # claim again as soon as a worker is free.
                 self._dirty = True
-            done = {job.id for job in outcomes}
-            idle = (
-                not rows
-                and not self._dirty
-                and not self._outcomes
-                and all(key in done for key in self._running)
-            )
-        if idle:
-            # Before the workers go on: once the last task ends, this thread
-            # holds no connection (the test helpers look right then).
-            _release_connection()
-        for job in outcomes:
-            job.written.set()
         for row in rows or ():
             self._submit(row)
+        _between_rounds("djthreads durable claimer")
 
-    def _write_and_claim(self, outcomes: list[Job], limit: int) -> list[Row] | None:
-        """Write ``outcomes``, claim up to ``limit`` READY rows as db_worker does.
+    def _claim(self, limit: int) -> list[Row] | None:
+        """Claim up to ``limit`` READY rows as db_worker does (claimer thread).
 
-        Returns the claimed rows, or None when SQLite's database-wide lock
-        stayed taken (another process is writing): the caller tries again.
+        Returns None when SQLite's database-wide lock stayed taken (another
+        process is writing): the caller tries again.
         """
         from django_tasks_db.models import DBTaskResult
-        from django_tasks_db.utils import exclusive_transaction, is_locked_database_exception
+        from django_tasks_db.utils import is_locked_database_exception
 
-        if not outcomes and limit <= 0:
-            return []
         using = router.db_for_write(DBTaskResult)
         rows = DBTaskResult.objects.using(using).ready().filter(backend_name=self.alias)
         if self.queues:
             rows = rows.filter(queue_name__in=self.queues)
-        claimed: list[Row] = []
         try:
-            with exclusive_transaction(using):
-                if outcomes:
-                    write_outcomes(outcomes, using)
-                elif connections[using].vendor == "postgresql":
-                    # A claim alone need not wait for the disk: a claim lost
-                    # in a PostgreSQL crash leaves its task READY, to run
-                    # again. Outcomes are always committed synchronously.
+            with exclusive(using):
+                if connections[using].vendor == "postgresql":
+                    # A claim need not wait for the disk: a claim lost in a
+                    # PostgreSQL crash leaves its task READY, to run again.
+                    # Outcomes are always committed synchronously.
                     with connections[using].cursor() as cursor:
                         cursor.execute("SET LOCAL synchronous_commit TO OFF")
-                if limit > 0:
-                    claimed = list(rows.select_for_update(skip_locked=True)[:limit])
-                    for row in claimed:
-                        row.claim(self.lease.worker_id)
+                claimed = list(rows.select_for_update(skip_locked=True)[:limit])
+                for row in claimed:
+                    row.claim(self.lease.worker_id)
         except OperationalError as exc:
-            if is_locked_database_exception(exc) and not outcomes:
+            if is_locked_database_exception(exc):
                 return None
             raise
         for row in claimed:
             logger.debug("task=%s id=%s claimed", row.task_path, row.id)
         return claimed
+
+    # -- the writer --------------------------------------------------------------
+
+    def _write_forever(self) -> None:
+        """The writer thread: commit the outcomes handed over, then let their workers go."""
+        mark_background_thread()
+        try:
+            while (outcomes := self._next_write()) is not None:
+                self._write_round(outcomes)
+        finally:
+            with self._changed:
+                self._accepting = False
+                left, self._outcomes = self._outcomes, []
+            for job in left:  # never leave a worker waiting: it writes its own
+                job.write_yourself = True
+                job.written.set()
+            close_connections("djthreads durable writer")
+
+    def _next_write(self) -> list[Job] | None:
+        """Block until outcomes are due to be written; None once closed and done."""
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                if self._outcomes and now >= self._retry_at:
+                    if not self._closed and self._batching(now):
+                        # Tasks handed to the pool together finish together:
+                        # one commit for all their outcomes, not one each.
+                        wait = self._outcomes_since + BATCH_WINDOW - now
+                        self._changed.wait(max(wait, 0.0001))
+                        continue
+                    outcomes = list(self._outcomes)
+                    self._outcomes.clear()
+                    return outcomes
+                if self._closed:
+                    # A task still running then writes its own outcome.
+                    return None
+                self._changed.wait(self._retry_at - now if self._outcomes else None)
+
+    def _batching(self, now: float) -> bool:
+        # Called with self._changed held: some task of ours is still running
+        # (not waiting for its write) and the oldest outcome is young.
+        return now < self._outcomes_since + BATCH_WINDOW and self._still_running()
+
+    def _write_round(self, outcomes: list[Job]) -> None:
+        """Write ``outcomes`` in one transaction, then release their workers (writer)."""
+        from django_tasks_db.models import DBTaskResult
+
+        using = router.db_for_write(DBTaskResult)
+        try:
+            with exclusive(using):
+                write_outcomes(outcomes, using)
+        except Exception as exc:
+            self._failed("writer", exc)
+            with self._changed:
+                # The outcomes wait for the next try; their workers go on.
+                self._outcomes[:0] = outcomes
+                self._retry_at = time.monotonic() + self.poll
+        else:
+            self._errors.pop("writer", None)
+        _between_rounds("djthreads durable writer")
+        for job in outcomes:
+            job.written.set()
+
+    def _failed(self, thread: str, exc: Exception) -> None:
+        # The database is down or the tables are missing: say so once.
+        message = f"{type(exc).__name__}: {exc}"
+        if self._errors.get(thread) != message:
+            logger.error(
+                "durable backend=%s %s cannot reach its tasks' table (is the database up "
+                "and 'python manage.py migrate' run?); retrying every %.1fs",
+                self.alias,
+                thread,
+                self.poll,
+                exc_info=exc,
+            )
+        self._errors[thread] = message
+        close_connections(f"djthreads durable {thread}")
 
     def _submit(self, row: Row) -> None:
         """Hand a claimed row to the default pool (dispatcher thread)."""
@@ -305,7 +387,7 @@ class Dispatcher:
         # Runs in the pool worker after the task (its connections closed), or
         # in the thread that cancelled the Future before the task started.
         if future.cancelled():
-            cast(Job, work.fn).hand_back()
+            _job(work).hand_back()
         with self._changed:
             self._running.pop(work.id, None)
             self._changed.notify_all()
@@ -363,8 +445,9 @@ class Dispatcher:
             self._changed.notify_all()
         for work in local:
             _end(work, ran_elsewhere=False)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(max(0.0, deadline - time.monotonic()) + 5.0)
+        for thread in (self._claimer, self._writer):
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()) + 5.0)
         with self._changed:
             left = list(self._running.values())
         handed_back, failed = [], []
@@ -377,7 +460,7 @@ class Dispatcher:
                     "exited while the task was still running after "
                     f"DJTHREADS['SHUTDOWN_TIMEOUT'] ({timeout:g} s)"
                 )
-                fail_if_running(cast(Job, work.fn).row, lost_error(self.lease.worker_id, why))
+                fail_if_running(_job(work).row, lost_error(self.lease.worker_id, why))
         return handed_back, failed
 
     def waiting(self) -> tuple[int, list[str]]:
@@ -403,17 +486,27 @@ def _end(work: Work, *, ran_elsewhere: bool) -> None:
         future.set_running_or_notify_cancel()  # wake concurrent.futures.wait()
 
 
-def _release_connection() -> None:
-    # Idle: the dispatcher's connection follows the pool workers' rule, so it
-    # is closed unless DJTHREADS['REUSE_CONNECTIONS'] (and CONN_MAX_AGE) keep it.
+def _between_rounds(name: str) -> None:
+    # A connection of Django's psycopg 3 pool goes back to the pool between
+    # rounds (cheap, and the pool's slots are the workers'); any other stays
+    # open, since opening one costs more than a round.
+    from django_tasks_db.models import DBTaskResult
+
+    conn = connections[router.db_for_write(DBTaskResult)]
+    if conn.settings_dict["OPTIONS"].get("pool"):
+        close_connections(name)
+
+
+def _job(work: Work) -> Job:
+    # The fn of a Work this dispatcher handed to the pool.
+    return cast(Job, work.fn)
+
+
+def _pool_size() -> int:
     try:
-        reuse = get_settings().REUSE_CONNECTIONS
+        return get_executor().max_workers
     except Exception:
-        reuse = False
-    if reuse:
-        release_connections("djthreads durable dispatcher")
-    else:
-        close_connections("djthreads durable dispatcher")
+        return 0
 
 
 def _free_workers() -> int:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, router, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    router,
+    transaction,
+)
 
-from djthreads._run import Carried, capture
+from djthreads import _account
+from djthreads._run import Carried, capture, close_connections, release_connections
 from djthreads._tasks_compat import TaskContext, normalize_json, task_finished, task_started
 
 if TYPE_CHECKING:
@@ -122,6 +131,14 @@ class Job:
         logger.debug("task=%s id=%s finished status=%s", self.name, self.id, row.status)
 
     def _hand_over(self) -> None:
+        # The task is over: give its connections back before waiting, as
+        # run_task would after it. Holding them while the writer commits
+        # could take the last slots of a connection pool the writer needs.
+        work = _account.current()
+        if work is not None and getattr(work.owner, "reuse_connections", False):
+            release_connections(self.name)
+        else:
+            close_connections(self.name)
         self.waiting = True
         if not self.ready(self):
             self._write_alone()
@@ -135,11 +152,10 @@ class Job:
         # The dispatcher has stopped and will not write it. If the task
         # outlived SHUTDOWN_TIMEOUT it was marked lost: the real outcome wins.
         from django_tasks_db.models import DBTaskResult
-        from django_tasks_db.utils import exclusive_transaction
 
         using = router.db_for_write(DBTaskResult)
         try:
-            with exclusive_transaction(using):
+            with exclusive(using):
                 write_outcomes([self], using)
         except Exception:
             logger.exception("task=%s id=%s outcome not saved", self.name, self.id)
@@ -172,6 +188,20 @@ class Job:
             logger.exception("task=%s id=%s could not be handed back READY", self.name, self.id)
         else:
             logger.debug("task=%s id=%s handed back READY", self.name, self.id)
+
+
+def exclusive(using: str) -> contextlib.AbstractContextManager[Any]:
+    """django-tasks-db's ``exclusive_transaction``, on a connection opened first.
+
+    On SQLite it makes the transaction EXCLUSIVE by setting the connection's
+    ``transaction_mode``, but a connection opened inside it reads its
+    parameters again and starts a deferred one: two threads then deadlock on
+    SQLite's lock ("database is locked" after the busy timeout).
+    """
+    from django_tasks_db.utils import exclusive_transaction
+
+    connections[using].ensure_connection()
+    return exclusive_transaction(using)
 
 
 def once(method: Callable[..., None]) -> Callable[..., None]:
@@ -238,10 +268,9 @@ def fail_if_running(row: Row, error: BaseException) -> bool:
     the same moment is not replaced.
     """
     from django_tasks_db.models import DBTaskResult
-    from django_tasks_db.utils import exclusive_transaction
 
     try:
-        with exclusive_transaction(router.db_for_write(DBTaskResult)):
+        with exclusive(router.db_for_write(DBTaskResult)):
             current = (
                 DBTaskResult.objects.select_for_update()
                 .filter(pk=row.pk, status="RUNNING")

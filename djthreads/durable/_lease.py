@@ -25,7 +25,7 @@ from django.utils.crypto import get_random_string
 
 from djthreads._run import close_connections
 from djthreads.durable import WorkerLostError
-from djthreads.durable._job import once
+from djthreads.durable._job import exclusive, once
 from djthreads.durable.models import WorkerLease
 from djthreads.executor import _worker_state
 
@@ -167,10 +167,9 @@ def reap() -> list[str]:
     between is seen alive.
     """
     from django_tasks_db.models import DBTaskResult
-    from django_tasks_db.utils import exclusive_transaction
 
     using = router.db_for_write(DBTaskResult)
-    with exclusive_transaction(using):
+    with exclusive(using):
         running = (
             DBTaskResult.objects.using(using)
             .running()
