@@ -76,7 +76,9 @@ def check_migrations(
         targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] == label]
         plan = executor.migration_plan(targets)
         if plan:
-            names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan)
+            names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:3])
+            if len(plan) > 3:
+                names += f" and {len(plan) - 3} more"
             messages.append(
                 CheckWarning(
                     f"Durable tasks need the {label!r} tables on database {using!r}, but "
