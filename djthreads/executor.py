@@ -328,6 +328,22 @@ class DjangoExecutor(concurrent.futures.Executor):
                 return
         self._run_inline(work)
 
+    def offer(self, work: Work) -> bool:
+        """Queue ``work`` if a slot is free now and return True; else return False.
+
+        For implementors (the Tasks backend's queue): never blocks, never runs
+        the work inline, queues nothing when it returns False. Raises
+        BrokenThreadPool or RuntimeError when the pool cannot take work at all.
+        """
+        if self._pid != _pid or _exiting:
+            return False  # submit_work() says why
+        with self._lock:
+            self._check_open()
+            if self._used >= self._capacity:
+                return False
+            self._enqueue(work)
+            return True
+
     def _enqueue(self, work: Work) -> None:
         # Called with self._lock held and a slot free.
         self._used += 1
