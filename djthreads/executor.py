@@ -257,6 +257,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         self._queued: dict[int, Work] = {}
         self._lock = threading.Lock()  # guards _shutdown, _broken, _threads, the counts
         self._room = threading.Condition(self._lock)  # a slot freed, or shutdown
+        self._blocked = 0  # submitters waiting on _room (Condition.notify is not free)
         self._shutdown = False
         self._broken: str | Literal[False] = False
         self._threads: set[threading.Thread] = set()
@@ -322,7 +323,11 @@ class DjangoExecutor(concurrent.futures.Executor):
                         "DJTHREADS['MAX_QUEUE'] or set DJTHREADS['ON_FULL'] = 'block' to wait."
                     )
                 while self._used >= self._capacity:
-                    self._room.wait()
+                    self._blocked += 1
+                    try:
+                        self._room.wait()
+                    finally:
+                        self._blocked -= 1
                     self._check_open()  # shutdown() may have run while we waited
                 self._enqueue(work)
                 return
@@ -409,7 +414,8 @@ class DjangoExecutor(concurrent.futures.Executor):
     def _release_slot(self) -> None:
         with self._lock:
             self._used -= 1
-            self._room.notify()
+            if self._blocked:
+                self._room.notify()
 
     def _run_claimed(self, work: Work, reuse: bool) -> None:
         """Run claimed queued work in this worker and settle its Future (worker thread).
