@@ -203,7 +203,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Per-task overhead (8 workers; wall time / tasks)",
         "",
-        "| driver / connections | task | raw pool µs | djthreads µs | ratio | target |",
+        "| driver / connections | task | raw pool µs | djthreads µs | ratio (min-max) | target |",
         "|---|---|---:|---:|---:|---|",
     ]
     names = {
@@ -223,7 +223,8 @@ def markdown(results: dict[str, Any]) -> str:
             task_name = "no-op" if task == "noop" else "SELECT 1"
             lines.append(
                 f"| {names[mode]} | {task_name} | {raw['us_per_task']} | "
-                f"{dj['us_per_task']} | {dj['ratio']}x | {target} |"
+                f"{dj['us_per_task']} | {dj['ratio']}x ({dj.get('ratio_min', '?')}-"
+                f"{dj.get('ratio_max', '?')}) | {target} |"
             )
     lines += [
         "",

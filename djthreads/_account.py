@@ -119,6 +119,9 @@ class Work:
         """The qualified name of the function (a partial is named by what it wraps)."""
         return task_name(self.fn)
 
+    def __str__(self) -> str:
+        return self.describe()
+
     def describe(self, arguments: bool | None = None) -> str:
         """``name id=... args=...`` for a log line; arguments at most ~120 characters.
 

@@ -87,7 +87,8 @@ def capture() -> Carried:
     Runs in the submitting thread, at submit time (or at DjangoThread.start()).
     """
     context = contextvars.copy_context()
-    if not any(var.name == _ASGIREF_LOCAL for var in context):
+    storages = [value for var, value in context.items() if var.name == _ASGIREF_LOCAL]
+    if not storages:
         # No asgiref Local was ever set in this context, so no translation,
         # time zone, urlconf or script prefix is active here. Skipping the
         # four reads saves several µs a submit (asgiref's lock and contextvar
@@ -96,7 +97,7 @@ def capture() -> Carried:
     pairs = [(var, value) for var, value in context.items() if var.name != _ASGIREF_LOCAL]
     context = contextvars.Context()
     context.run(_set_all, pairs)
-    return Carried(context, RequestState.capture())
+    return Carried(context, RequestState.of(storages))
 
 
 _CoroutineType = types.CoroutineType
@@ -146,6 +147,8 @@ def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any
 
 
 def _send(signal: Signal, work: Work, **kwargs: Any) -> None:
+    if not signal.receivers:
+        return  # the usual case: skip naming the task for nobody
     for receiver, response in signal.send_robust(
         sender=work.fn, name=work.name, task_id=work.id, **kwargs
     ):
@@ -206,11 +209,12 @@ def _discard_if_stuck(conn: BaseDatabaseWrapper) -> None:
         del connections[conn.alias]
 
 
-def close_connections(name: str) -> None:
+def close_connections(task: object) -> None:
     """Close every database connection the current thread opened.
 
-    A connection that fails to close is logged and the others are still closed.
-    A thread that opened no connection since its last cleanup returns at once.
+    A connection that fails to close is logged (naming ``task``, a Work or a
+    string, formatted only then) and the others are still closed. A thread
+    that opened no connection since its last cleanup returns at once.
     """
     if not getattr(_state, "opened", False):
         return
@@ -222,7 +226,7 @@ def close_connections(name: str) -> None:
         try:
             conn.close()
         except Exception:
-            logger.exception("closing connection alias=%s after task=%s failed", conn.alias, name)
+            logger.exception("closing connection alias=%s after task=%s failed", conn.alias, task)
         _discard_if_stuck(conn)
 
 
@@ -249,7 +253,7 @@ def _left_behind(conn: BaseDatabaseWrapper) -> str | None:
     return "a broken connection" if status == 4 else "a transaction open"
 
 
-def release_connections(name: str) -> None:
+def release_connections(task: object) -> None:
     """Keep the current thread's usable connections for its next task.
 
     Runs in a pool worker after each task when connection reuse is on. It
@@ -268,7 +272,7 @@ def release_connections(name: str) -> None:
             if reason is not None:
                 logger.warning(
                     "task=%s left %s on alias=%s: closing the connection",
-                    name,
+                    task,
                     reason,
                     conn.alias,
                 )
@@ -278,7 +282,7 @@ def release_connections(name: str) -> None:
             conn.queries_log.clear()
         except Exception:
             logger.exception(
-                "releasing connection alias=%s after task=%s failed", conn.alias, name
+                "releasing connection alias=%s after task=%s failed", conn.alias, task
             )
             try:
                 conn.close()
@@ -324,9 +328,9 @@ def run_task(work: Work, *, close: bool = True, reuse: bool = False) -> Any:
         _account.leave(previous)
         if close and depth == 0:
             if reuse and failed is None:
-                release_connections(work.name)
+                release_connections(work)
             else:
-                close_connections(work.name)
+                close_connections(work)
         if listening:
             _account.notify("finished", work, failed)
         failed = None  # no cycle: exception -> traceback -> this frame

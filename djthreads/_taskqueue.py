@@ -58,6 +58,8 @@ _changed = threading.Condition(_lock)  # the heaps or _in_flight changed
 _ready: list[tuple[int, int, Work]] = []  # heap of (-priority, sequence, work)
 _deferred: list[tuple[datetime.datetime, int, int, Work]] = []  # (run_after, seq, -priority, work)
 _in_flight = 0  # handed to the pool and not finished
+_blocked = 0  # put() calls waiting for room
+_exit_waiting = False  # the exit drain waits for _in_flight to reach 0
 _sequence = itertools.count()  # equal priorities run first come, first served
 _dispatcher: threading.Thread | None = None
 
@@ -78,11 +80,12 @@ def put(work: Work, *, priority: int, run_after: datetime.datetime | None) -> No
     full queue runs the job inline instead, so a task that enqueues tasks
     cannot deadlock.
     """
-    global _dispatcher
+    global _in_flight, _blocked
     conf = get_settings()
-    limit = get_executor().max_workers
+    executor = get_executor()
+    limit = executor.max_workers
     with _lock:
-        inline = False
+        inline = direct = False
         while _waiting() >= conf.MAX_QUEUE and not (
             run_after is None and not _ready and _in_flight < limit
         ):
@@ -95,22 +98,31 @@ def put(work: Work, *, priority: int, run_after: datetime.datetime | None) -> No
                     f"{work.name} was not enqueued. Raise DJTHREADS['MAX_QUEUE'] or set "
                     "DJTHREADS['ON_FULL'] = 'block' to wait."
                 )
-            _changed.wait()
+            _blocked += 1
+            try:
+                _changed.wait()
+            finally:
+                _blocked -= 1
         if not inline:
+            _account.add(work)
             if run_after is not None and run_after > timezone.now():
                 work.state = DEFERRED
                 heapq.heappush(_deferred, (run_after, next(_sequence), -priority, work))
+            elif not _ready and _in_flight < limit:
+                # Nothing of ours waits ahead of it and a worker is ours to
+                # take: straight to the pool, no dispatcher round trip.
+                work.state = QUEUED
+                _in_flight += 1
+                direct = True
             else:
                 work.state = QUEUED
                 heapq.heappush(_ready, (-priority, next(_sequence), work))
-            _account.add(work)
-            if _dispatcher is None:
-                _dispatcher = threading.Thread(
-                    name="djthreads-tasks-dispatcher", target=_dispatch_forever, daemon=True
-                )
-                _dispatcher.start()
-            _changed.notify_all()
-            return
+            if not direct:
+                _wake_dispatcher()
+                return
+    if not inline:
+        _start(executor, work, -priority)
+        return
     # Full, and called from a pool task: waiting could deadlock (every worker
     # waiting for room that only workers make), so run it here, like submit().
     _account.add(work)
@@ -118,6 +130,39 @@ def put(work: Work, *, priority: int, run_after: datetime.datetime | None) -> No
         run_into(work)
     finally:
         _account.end(work)
+
+
+def _wake_dispatcher() -> None:
+    # Called with _lock held: the heaps changed in a way only it handles.
+    global _dispatcher
+    if _dispatcher is None:
+        _dispatcher = threading.Thread(
+            name="djthreads-tasks-dispatcher", target=_dispatch_forever, daemon=True
+        )
+        _dispatcher.start()
+    _changed.notify_all()
+
+
+def _start(executor: DjangoExecutor, work: Work, negated: int) -> None:
+    """Hand ``work`` (counted in flight) to the pool from this thread, if it has room.
+
+    Runs in the enqueuing thread, or in the worker whose task just finished.
+    Never blocks and never runs the task inline: when the pool is full of
+    other work, the task goes back to the ready heap for the dispatcher.
+    """
+    global _in_flight
+    try:
+        started = executor.offer(work)
+    except Exception as exc:
+        _not_started(work, exc)
+        return
+    if started:
+        work.future.add_done_callback(functools.partial(_finished, work))
+        return
+    with _lock:
+        _in_flight -= 1
+        heapq.heappush(_ready, (negated, next(_sequence), work))
+        _wake_dispatcher()
 
 
 def _waiting() -> int:
@@ -167,30 +212,47 @@ def _hand_over(executor: DjangoExecutor, work: Work) -> None:
     except Exception as exc:
         # QueueFullError (ON_FULL="raise" and the pool is full of other work)
         # or RuntimeError (the pool shut down): the task cannot start.
-        _release()
-        _account.end(work)
-        _job(work).not_started(exc)
-        if work.future.set_running_or_notify_cancel():
-            work.future.set_exception(exc)
+        _not_started(work, exc)
         return
     work.future.add_done_callback(functools.partial(_finished, work))
 
 
-def _finished(work: Work, future: concurrent.futures.Future[Any]) -> None:
-    # Runs in the pool worker after the task (its connections already closed),
-    # or in the thread that cancelled the queued Future at pool shutdown.
-    _release()
-    if future.cancelled():
-        _job(work).not_started(
-            RuntimeError(f"{work.name} was cancelled: the djthreads pool shut down.")
-        )
-
-
-def _release() -> None:
+def _not_started(work: Work, exc: Exception) -> None:
     global _in_flight
     with _lock:
         _in_flight -= 1
         _changed.notify_all()
+    _account.end(work)
+    _job(work).not_started(exc)
+    if work.future.set_running_or_notify_cancel():
+        work.future.set_exception(exc)
+
+
+def _finished(work: Work, future: concurrent.futures.Future[Any]) -> None:
+    # Runs in the pool worker after the task (its connections already closed),
+    # or in the thread that cancelled the queued Future at pool shutdown. The
+    # next ready task goes to the pool from here: the dispatcher only wakes
+    # for deferred tasks, a pool full of other work, and blocked put()s.
+    global _in_flight
+    following = None
+    with _lock:
+        _in_flight -= 1
+        if _ready and not future.cancelled():
+            negated, _, following = heapq.heappop(_ready)
+            _in_flight += 1
+        if _blocked or (_exit_waiting and not _in_flight):
+            _changed.notify_all()
+    if future.cancelled():
+        _job(work).not_started(
+            RuntimeError(f"{work.name} was cancelled: the djthreads pool shut down.")
+        )
+    if following is not None:
+        try:
+            executor = get_executor()
+        except Exception as exc:
+            _not_started(following, exc)
+            return
+        _start(executor, following, negated)
 
 
 def _help_waiter(pending: list[Work]) -> None:
@@ -244,8 +306,10 @@ def _drain_at_exit() -> None:
         timeout = get_settings().SHUTDOWN_TIMEOUT
     except Exception:
         timeout = 0.0
+    global _exit_waiting
     deadline = time.monotonic() + timeout
     with _lock:
+        _exit_waiting = True
         while _ready or _in_flight:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -262,10 +326,10 @@ def _drain_at_exit() -> None:
 def _after_fork_in_child() -> None:
     # The dispatcher and the pool do not exist in the child and the lock may
     # have been held at fork time: start empty. The parent is untouched.
-    global _lock, _changed, _ready, _deferred, _in_flight, _dispatcher
+    global _lock, _changed, _ready, _deferred, _in_flight, _dispatcher, _blocked
     _lock = threading.Lock()
     _changed = threading.Condition(_lock)
-    _ready, _deferred, _in_flight, _dispatcher = [], [], 0, None
+    _ready, _deferred, _in_flight, _dispatcher, _blocked = [], [], 0, None, 0
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

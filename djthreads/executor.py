@@ -46,6 +46,7 @@ _live: weakref.WeakSet[DjangoExecutor] = weakref.WeakSet()
 # (their work runs inline), as the stdlib refuses submissions at exit.
 _exiting = False
 _names = itertools.count()
+_pid = os.getpid()  # this process's, kept by the fork hook: no syscall per submit
 
 
 class _TaskFuture(concurrent.futures.Future[Any]):
@@ -136,7 +137,8 @@ def _worker(
             # the next submit reuses it instead of starting another thread.
             executor = executor_reference()
             if executor is not None:
-                executor._idle.release()
+                with executor._lock:
+                    executor._idle_workers += 1
             del executor
             work = work_queue.get()
         if work is not None:
@@ -243,13 +245,19 @@ class DjangoExecutor(concurrent.futures.Executor):
         self._initializer = initializer
         self._initargs = tuple(initargs)
         self._kind = EXECUTOR
-        self._slots = threading.Semaphore(max_workers + max_queue)
-        self._idle = threading.Semaphore(0)
+        # Slots (running + queued) and idle workers are counted under _lock,
+        # which submit takes anyway: two Python-level Semaphores cost a submit
+        # more than the rest of its bookkeeping together.
+        self._capacity = max_workers + max_queue
+        self._used = 0  # tasks queued or running (inline ones excepted)
+        self._idle_workers = 0  # workers blocked on an empty queue, not yet handed work
         self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         # Queued work not yet claimed by a worker, by number: popping an entry
         # (atomic) is how a worker, a helping waiter or shutdown claims it.
         self._queued: dict[int, Work] = {}
-        self._lock = threading.Lock()  # guards _shutdown, _broken and _threads
+        self._lock = threading.Lock()  # guards _shutdown, _broken, _threads, the counts
+        self._room = threading.Condition(self._lock)  # a slot freed, or shutdown
+        self._blocked = 0  # submitters waiting on _room (Condition.notify is not free)
         self._shutdown = False
         self._broken: str | Literal[False] = False
         self._threads: set[threading.Thread] = set()
@@ -289,7 +297,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         out the Future before the task reaches the pool. Raises QueueFullError,
         BrokenThreadPool or RuntimeError like ``submit``.
         """
-        if self._pid != os.getpid():
+        if self._pid != _pid:
             raise RuntimeError(
                 f"This DjangoExecutor was created in process {self._pid} and cannot be used "
                 "after os.fork(); create a new one in the child, or use "
@@ -298,37 +306,62 @@ class DjangoExecutor(concurrent.futures.Executor):
         if _exiting:
             self._exit_submission(work)
             return
-        self._check_open()
-        if not self._slots.acquire(blocking=False):
-            if getattr(_worker_state, "queued", None) is self._queued:
-                # Waiting for a slot from inside a worker can deadlock (every
-                # worker waiting on tasks queued behind it), so run it here.
-                self._run_inline(work)
-                return
-            if self.on_full == "raise":
-                raise QueueFullError(
-                    f"The djthreads pool is full ({self.max_workers} tasks running, "
-                    f"{self.max_queue} waiting); {work.name} was not queued. Raise "
-                    "DJTHREADS['MAX_QUEUE'] or set DJTHREADS['ON_FULL'] = 'block' to wait."
-                )
-            self._slots.acquire()
         with self._lock:
-            try:
-                # Again: shutdown() may have run while we waited for the slot.
-                self._check_open()
-            except BaseException:
-                self._slots.release()
-                raise
-            work.owner = self
-            work.state = QUEUED
-            future = work.future
-            if isinstance(future, _TaskFuture):
-                future._djthreads_queued = self._queued
-                future._djthreads_number = work.number
-            self._queued[work.number] = work
-            _account.add(work)
-            self._queue.put(work)
-            self._adjust_thread_count()
+            self._check_open()
+            if self._used < self._capacity:
+                self._enqueue(work)
+                return
+            # Full. Waiting for a slot from inside one of our workers can
+            # deadlock (every worker waiting on tasks queued behind it), so
+            # such a task runs right here.
+            inline = getattr(_worker_state, "queued", None) is self._queued
+            if not inline:
+                if self.on_full == "raise":
+                    raise QueueFullError(
+                        f"The djthreads pool is full ({self.max_workers} tasks running, "
+                        f"{self.max_queue} waiting); {work.name} was not queued. Raise "
+                        "DJTHREADS['MAX_QUEUE'] or set DJTHREADS['ON_FULL'] = 'block' to wait."
+                    )
+                while self._used >= self._capacity:
+                    self._blocked += 1
+                    try:
+                        self._room.wait()
+                    finally:
+                        self._blocked -= 1
+                    self._check_open()  # shutdown() may have run while we waited
+                self._enqueue(work)
+                return
+        self._run_inline(work)
+
+    def offer(self, work: Work) -> bool:
+        """Queue ``work`` if a slot is free now and return True; else return False.
+
+        For implementors (the Tasks backend's queue): never blocks, never runs
+        the work inline, queues nothing when it returns False. Raises
+        BrokenThreadPool or RuntimeError when the pool cannot take work at all.
+        """
+        if self._pid != _pid or _exiting:
+            return False  # submit_work() says why
+        with self._lock:
+            self._check_open()
+            if self._used >= self._capacity:
+                return False
+            self._enqueue(work)
+            return True
+
+    def _enqueue(self, work: Work) -> None:
+        # Called with self._lock held and a slot free.
+        self._used += 1
+        work.owner = self
+        work.state = QUEUED
+        future = work.future
+        if isinstance(future, _TaskFuture):
+            future._djthreads_queued = self._queued
+            future._djthreads_number = work.number
+        self._queued[work.number] = work
+        _account.add(work)
+        self._queue.put(work)
+        self._adjust_thread_count()
 
     def _check_open(self) -> None:
         if self._broken:
@@ -347,34 +380,42 @@ class DjangoExecutor(concurrent.futures.Executor):
 
     def _adjust_thread_count(self) -> None:
         # Called with self._lock held. An idle worker takes the item; else grow.
-        if self._idle.acquire(blocking=False):
+        if self._idle_workers:
+            self._idle_workers -= 1
+            return
+        if len(self._threads) >= self.max_workers:
             return
 
         # When the executor is collected, wake every worker so that it exits.
         def weakref_cb(_: object, q: queue.SimpleQueue[Work | None] = self._queue) -> None:
             q.put(None)
 
-        if len(self._threads) < self.max_workers:
-            thread = threading.Thread(
-                name=f"{self.thread_name_prefix}_{len(self._threads)}",
-                target=_worker,
-                args=(
-                    weakref.ref(self, weakref_cb),
-                    self._queue,
-                    self._queued,
-                    self.reuse_connections,
-                    self._initializer,
-                    self._initargs,
-                ),
-                # Daemon, so interpreter exit does not join a stuck task forever;
-                # the exit drain waits up to shutdown_timeout instead.
-                daemon=True,
-            )
-            thread.start()
-            self._threads.add(thread)
-            _live.add(self)
+        thread = threading.Thread(
+            name=f"{self.thread_name_prefix}_{len(self._threads)}",
+            target=_worker,
+            args=(
+                weakref.ref(self, weakref_cb),
+                self._queue,
+                self._queued,
+                self.reuse_connections,
+                self._initializer,
+                self._initargs,
+            ),
+            # Daemon, so interpreter exit does not join a stuck task forever;
+            # the exit drain waits up to shutdown_timeout instead.
+            daemon=True,
+        )
+        thread.start()
+        self._threads.add(thread)
+        _live.add(self)
 
     # -- running ----------------------------------------------------------------
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            self._used -= 1
+            if self._blocked:
+                self._room.notify()
 
     def _run_claimed(self, work: Work, reuse: bool) -> None:
         """Run claimed queued work in this worker and settle its Future (worker thread).
@@ -386,16 +427,16 @@ class DjangoExecutor(concurrent.futures.Executor):
         """
         future = work.future
         if not future.set_running_or_notify_cancel():
-            self._slots.release()
+            self._release_slot()
             _account.end(work)
             return
         try:
             result = run_task(work, reuse=reuse)
         except BaseException as exc:
-            self._slots.release()
+            self._release_slot()
             future.set_exception(exc)
         else:
-            self._slots.release()
+            self._release_slot()
             future.set_result(result)
         _account.end(work)
 
@@ -405,7 +446,7 @@ class DjangoExecutor(concurrent.futures.Executor):
             run_into(work)  # nested: the waiting task's finally closes connections
         finally:
             _account.end(work)
-            self._slots.release()
+            self._release_slot()
 
     def _run_inline(self, work: Work) -> None:
         """Run work that took no slot in the calling thread (a worker of a full pool)."""
@@ -421,12 +462,13 @@ class DjangoExecutor(concurrent.futures.Executor):
         # as the stdlib's: fail everything queued, refuse everything new.
         with self._lock:
             self._broken = "A thread initializer failed, the thread pool is not usable anymore"
+            self._room.notify_all()  # blocked submitters: refused now
         for work in self._claim_all():
             if work.future.set_running_or_notify_cancel():
                 work.future.set_exception(BrokenThreadPool(self._broken))
             logger.error("task=%s not run: %s", work.describe(), self._broken)
             _account.end(work)
-            self._slots.release()
+            self._release_slot()
 
     def _claim_all(self) -> list[Work]:
         claimed = []
@@ -444,7 +486,7 @@ class DjangoExecutor(concurrent.futures.Executor):
                 work.future.set_running_or_notify_cancel()  # wake concurrent.futures.wait()
                 cancelled.append(work)
             _account.end(work)
-            self._slots.release()
+            self._release_slot()
         return cancelled
 
     # -- observing --------------------------------------------------------------
@@ -484,6 +526,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         """
         with self._lock:
             self._shutdown = True
+            self._room.notify_all()  # blocked submitters: refused now
             threads = list(self._threads)
         if cancel_futures:
             cancelled = self._cancel_queued()
@@ -540,8 +583,9 @@ atexit.register(_drain_at_exit)
 
 def _after_fork_in_child() -> None:
     # The parent's workers do not exist in the child: nothing to drain there.
-    global _live
+    global _live, _pid
     _live = weakref.WeakSet()
+    _pid = os.getpid()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -263,3 +263,38 @@ def test_an_asgi_request_reaches_the_task_its_async_view_awaits() -> None:
     assert state["script_prefix"] == "/app/"
     assert state["url"] == "/app/state/"
     assert state["thread"].startswith("djthreads_")
+
+
+def test_each_submit_sees_the_state_as_it_is_then_in_the_same_thread() -> None:
+    # One submitting thread, the state changing between submits (the state
+    # read for one submit is reused for the next only while nothing changed).
+    def seen() -> dict[str, Any]:
+        state = djthreads.submit(tasks.request_state).result(10)
+        return {key: state[key] for key in ("language", "timezone", "script_prefix")}
+
+    def sequence() -> list[dict[str, Any]]:
+        results = []
+        with translation.override("fr"):
+            results.append(seen())
+            translation.activate("de")
+            results.append(seen())
+            with timezone.override("Asia/Tokyo"):
+                results.append(seen())
+            set_script_prefix("/x/")
+            results.append(seen())
+            clear_script_prefix()
+            translation.deactivate()
+            results.append(seen())
+            with override_settings(LANGUAGE_CODE="fr"):
+                results.append(seen())
+        return results
+
+    utc = timezone.get_default_timezone_name()
+    assert in_fresh_context(sequence) == [
+        {"language": "fr", "timezone": utc, "script_prefix": "/"},
+        {"language": "de", "timezone": utc, "script_prefix": "/"},
+        {"language": "de", "timezone": "Asia/Tokyo", "script_prefix": "/"},
+        {"language": "de", "timezone": utc, "script_prefix": "/x/"},
+        {"language": "en", "timezone": utc, "script_prefix": "/"},
+        {"language": "fr", "timezone": utc, "script_prefix": "/"},
+    ]

@@ -6,7 +6,6 @@ import datetime
 import logging
 import re
 import textwrap
-import unittest
 from typing import Any, ClassVar
 
 import pytest
@@ -21,22 +20,13 @@ from djthreads._tasks_compat import (
     task_finished,
 )
 from tests import backend_tasks as bt
-from tests.test_pytest_plugin import project as project
+from tests.test_pytest_plugin import project as project  # a fixture
+from tests.test_test import failures, run_case
 
 pytest_plugins = ["pytester"]
 pytestmark = [pytest.mark.timeout(120), pytest.mark.django_db(transaction=True)]
 
 BACKEND = {"default": {"BACKEND": "djthreads.backends.ThreadPoolBackend"}}
-
-
-def run_case(case: type[unittest.TestCase], name: str) -> unittest.TestResult:
-    result = unittest.TestResult()
-    unittest.TestSuite([case(name)]).run(result)
-    return result
-
-
-def failures(result: unittest.TestResult) -> list[str]:
-    return [text for _, text in result.failures + result.errors]
 
 
 @override_settings(TASKS=BACKEND, DJTHREADS={"MAX_WORKERS": 1})

@@ -63,10 +63,11 @@ def overhead_table(results: dict[str, Any]) -> list[str]:
                     task_name,
                     raw["us_per_task"],
                     dj["us_per_task"],
-                    f"{dj['ratio']}{TIMES}",
+                    f"{dj['ratio']}{TIMES}"
+                    + (f" ({dj['ratio_min']}-{dj['ratio_max']})" if "ratio_min" in dj else ""),
                 ]
             )
-    header = ["driver / connections", "task", "raw pool µs", "djthreads µs", "ratio"]
+    header = ["driver / connections", "task", "raw pool µs", "djthreads µs", "ratio (spread)"]
     return _table(header, ["---", "---", "---:", "---:", "---:"], rows)
 
 
