@@ -8,7 +8,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,6 +30,8 @@ from tests import durable_tasks as dt
 from tests.backend_tasks import Finished
 from tests.conftest import postgres_only, settled_connections, uses_pool
 from tests.models import Item
+from tests.test_backends import finished as finished  # a fixture
+from tests.test_backends import refreshed
 
 django_tasks_db = pytest.importorskip("django_tasks_db")
 
@@ -53,17 +55,6 @@ BACKEND = "djthreads.durable.DurableBackend"
 
 def durable(**options: Any) -> dict[str, Any]:
     return {"default": {"BACKEND": BACKEND, "OPTIONS": options}}
-
-
-@pytest.fixture
-def finished() -> Iterator[Finished]:
-    with Finished.connected() as collector:
-        yield collector
-
-
-def refreshed(result: AnyTaskResult) -> AnyTaskResult:
-    result.refresh()
-    return result
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
