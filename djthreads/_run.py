@@ -141,6 +141,9 @@ def run_coroutine(coroutine: Coroutine[Any, Any, R]) -> R:
 def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     """Call ``fn`` in the calling thread; run a coroutine it returns to completion."""
     result = fn(*args, **kwargs)
+    # An async def function returned its coroutine: run it here. An exact type
+    # check costs a few ns a task, where inspect.iscoroutinefunction() on every
+    # submit would cost far more (and miss partials and wrappers).
     if type(result) is _CoroutineType:
         return run_coroutine(result)
     return result
@@ -177,12 +180,7 @@ def _invoke(work: Work) -> Any:
         state.apply()
     _send(task_started, work, args=work.args, kwargs=work.kwargs)
     try:
-        result = work.fn(*work.args, **work.kwargs)
-        # An async def function returned its coroutine: run it here. An exact
-        # type check costs a few ns a task, where inspect.iscoroutinefunction()
-        # on every submit would cost far more (and miss partials and wrappers).
-        if type(result) is _CoroutineType:
-            result = run_coroutine(result)
+        result = call(work.fn, work.args, work.kwargs)
     except BaseException as exc:
         if clean_exit(exc):
             # sys.exit(0) ends a multiprocessing.Process with exitcode 0 and

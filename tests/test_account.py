@@ -10,7 +10,7 @@ import functools
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -136,6 +136,15 @@ def test_a_submit_after_the_exit_drain_is_refused_not_lost() -> None:
 # -- the Tasks backend never leaves a result RUNNING -----------------------------------
 
 
+def run_on_the_backend(enqueue: Callable[[], AnyTaskResult]) -> AnyTaskResult:
+    """Enqueue on ThreadPoolBackend, wait for the task, return its refreshed result."""
+    with override_settings(TASKS={"default": {"BACKEND": BACKEND}}):
+        result = enqueue()
+        djthreads.wait_for_tasks(timeout=20)
+        result.refresh()
+    return result
+
+
 def test_keyboard_interrupt_in_a_backend_task_ends_it_failed() -> None:
     finished: list[Any] = []
 
@@ -144,10 +153,7 @@ def test_keyboard_interrupt_in_a_backend_task_ends_it_failed() -> None:
 
     task_finished.connect(on_finished)
     try:
-        with override_settings(TASKS={"default": {"BACKEND": BACKEND}}):
-            result = bt.interrupted.enqueue()
-            djthreads.wait_for_tasks(timeout=20)
-            result.refresh()
+        result = run_on_the_backend(bt.interrupted.enqueue)
     finally:
         task_finished.disconnect(on_finished)
     assert result.status == TaskResultStatus.FAILED
@@ -162,10 +168,7 @@ def test_a_raising_task_started_receiver_ends_the_result_failed() -> None:
 
     task_started.connect(explode)
     try:
-        with override_settings(TASKS={"default": {"BACKEND": BACKEND}}):
-            result = bt.add.enqueue(1, 2)
-            djthreads.wait_for_tasks(timeout=20)
-            result.refresh()
+        result = run_on_the_backend(functools.partial(bt.add.enqueue, 1, 2))
     finally:
         task_started.disconnect(explode)
     assert result.status == TaskResultStatus.FAILED
