@@ -45,13 +45,14 @@ RUNNING = "running"
 
 _numbers = itertools.count(1)
 _outstanding: dict[int, Work] = {}
-_current = threading.local()  # .work: the Work this thread runs now (innermost)
+running = threading.local()  # .work: the Work this thread runs now (innermost), set by run_task
 
 Listener = Callable[[str, "Work", "BaseException | None"], None]
 # Called in the task's thread with ("started", work, None) and
-# ("finished", work, exception or None). Copied on write, read without a lock.
-_listeners: tuple[Listener, ...] = ()
-_listeners_lock = threading.Lock()  # serialises writers of _listeners
+# ("finished", work, exception or None). Copied on write, read without a lock
+# (run_task reads it directly: one attribute read per task when empty).
+listeners: tuple[Listener, ...] = ()
+_listeners_lock = threading.Lock()  # serialises writers of listeners
 
 _repr = reprlib.Repr()
 _repr.maxstring = 40
@@ -105,7 +106,7 @@ class Work:
         self.ident = ident
         self.state = QUEUED
         self.owner: Any = None  # the DjangoExecutor that runs it, once accepted
-        parent: Work | None = getattr(_current, "work", None)
+        parent: Work | None = getattr(running, "work", None)
         self.parent = parent
         self.root: int = number if parent is None else parent.root
 
@@ -194,19 +195,7 @@ def mark() -> int:
 
 def current() -> Work | None:
     """The Work the calling thread is running now (innermost), or None."""
-    return getattr(_current, "work", None)
-
-
-def enter(work: Work) -> Work | None:
-    """Make ``work`` the calling thread's current work; return the previous one."""
-    previous: Work | None = getattr(_current, "work", None)
-    _current.work = work
-    return previous
-
-
-def leave(previous: Work | None) -> None:
-    """Restore the current work saved by :func:`enter`."""
-    _current.work = previous
+    return getattr(running, "work", None)
 
 
 def _chain() -> set[int]:
@@ -284,27 +273,22 @@ def raise_if_unfinished(left: list[Work], timeout: float | None) -> None:
 
 def listen(listener: Listener) -> None:
     """Call ``listener`` in each task's thread when a task starts and finishes."""
-    global _listeners
+    global listeners
     with _listeners_lock:
-        _listeners = (*_listeners, listener)
+        listeners = (*listeners, listener)
 
 
 def unlisten(listener: Listener) -> None:
     """Stop calling ``listener``."""
-    global _listeners
+    global listeners
     with _listeners_lock:
-        _listeners = tuple(item for item in _listeners if item is not listener)
+        listeners = tuple(item for item in listeners if item is not listener)
 
 
 def notify(event: str, work: Work, exception: BaseException | None) -> None:
     """Tell every listener (called only when there is one)."""
-    for listener in _listeners:
+    for listener in listeners:
         listener(event, work, exception)
-
-
-def listening() -> bool:
-    """True when a listener is registered (checked on the hot path)."""
-    return bool(_listeners)
 
 
 def _after_fork_in_child() -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import os
 import threading
+import time
 import types
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeGuard, TypeVar
@@ -38,20 +40,43 @@ R = TypeVar("R")
 # carry those four values explicitly instead (RequestState).
 _ASGIREF_LOCAL = "asgiref.local"
 
-# .depth: how many tasks this thread is running, nested;
-# .opened: this thread opened a database connection since its last cleanup.
+# .conns: the database wrappers this thread connected and has not cleaned up
+# yet (see _note_opened). A thread that connected nothing has nothing to close.
 _state = threading.local()
 
 
-def _note_opened(**kwargs: Any) -> None:
+def _note_opened(connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
     # Sent by Django's connect() in the thread that connects (pool or not).
-    _state.opened = True
+    # Looking up a thread's connections through ``connections`` costs a raised
+    # AttributeError per alias the thread never used (asgiref's Local): several
+    # µs on every task, most of a no-op task's overhead. Keeping the wrappers
+    # this thread connected makes cleanup a walk over a short list.
+    conns: list[BaseDatabaseWrapper] | None = getattr(_state, "conns", None)
+    if conns is None:
+        conns = _state.conns = []
+    if any(conn is connection for conn in conns):
+        return
+    # Only this thread's own wrapper: one shared from another thread (Django's
+    # live server tests) is that thread's to close, as close_all() would.
+    try:
+        own = connections[connection.alias] is connection
+    except Exception:  # a wrapper built outside DATABASES: not ours to close
+        own = False
+    if own:
+        conns.append(connection)
 
 
-# Looking up a thread's connections costs a raised AttributeError per alias the
-# thread never used (asgiref's Local): several µs on every task, most of a
-# no-op task's overhead. A thread that opened nothing has nothing to close.
 connection_created.connect(_note_opened, dispatch_uid="djthreads._run._note_opened")
+
+
+def _forget_after_fork() -> None:
+    # The child's copy of the forking thread's wrappers holds the parent's
+    # sockets: closing them would end the parent's sessions (DjangoProcess
+    # sets them aside instead).
+    _state.conns = []
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class Carried:
@@ -178,7 +203,8 @@ def _invoke(work: Work) -> Any:
     state = work.carried.state
     if state is not None:
         state.apply()
-    _send(task_started, work, args=work.args, kwargs=work.kwargs)
+    if task_started.receivers:  # the usual case: no receiver, no call
+        _send(task_started, work, args=work.args, kwargs=work.kwargs)
     try:
         result = call(work.fn, work.args, work.kwargs)
     except BaseException as exc:
@@ -193,7 +219,8 @@ def _invoke(work: Work) -> Any:
                 logger.error("task=%s failed", work.describe(), exc_info=exc)
             _send(task_finished, work, result=None, exception=exc)
         raise
-    _send(task_finished, work, result=result, exception=None)
+    if task_finished.receivers:
+        _send(task_finished, work, result=result, exception=None)
     return result
 
 
@@ -203,24 +230,24 @@ def _discard_if_stuck(conn: BaseDatabaseWrapper) -> None:
     # connection so the atomic block can still exit, and ensure_connection()
     # never reconnects it. Drop the wrapper so the thread's next task gets a
     # fresh one instead of "connection already closed" forever.
-    if conn.in_atomic_block:
+    if conn.in_atomic_block and connections[conn.alias] is conn:
         del connections[conn.alias]
 
 
 def close_connections(task: object) -> None:
     """Close every database connection the current thread opened.
 
-    A connection that fails to close is logged (naming ``task``, a Work or a
-    string, formatted only then) and the others are still closed. A thread
-    that opened no connection since its last cleanup returns at once.
+    Like ``connections.close_all()`` for this thread, plus dropping a wrapper
+    left inside an atomic block. A connection that fails to close is logged
+    (naming ``task``, a Work or a string, formatted only then) and the others
+    are still closed. A thread that opened no connection since its last
+    cleanup returns at once.
     """
-    if not getattr(_state, "opened", False):
+    conns: list[BaseDatabaseWrapper] | None = getattr(_state, "conns", None)
+    if not conns:
         return
-    _state.opened = False
-    # One pass over connections.all(): like close_all(), plus the stuck-wrapper
-    # check, without a second lookup per alias (an uninitialized alias costs
-    # a raised AttributeError each time, on the hot path of every task).
-    for conn in connections.all(initialized_only=True):
+    _state.conns = []
+    for conn in conns:
         try:
             conn.close()
         except Exception:
@@ -229,15 +256,18 @@ def close_connections(task: object) -> None:
 
 
 def _left_behind(conn: BaseDatabaseWrapper) -> str | None:
-    """Say why ``conn`` must not be kept for the next task, or return None.
+    """Say why ``conn`` (connected) must not be kept for the next task, or return None.
 
     Django only sees transactions it opened (atomic, set_autocommit); a raw
     ``BEGIN`` through a cursor, or a connection the server dropped, is visible
     only to the driver's transaction status.
     """
-    if conn.in_atomic_block or conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]:
+    if conn.in_atomic_block or conn.autocommit != conn.settings_dict["AUTOCOMMIT"]:
         return "a transaction open"
-    raw = conn.connection
+    return _driver_left_behind(conn.connection)
+
+
+def _driver_left_behind(raw: Any) -> str | None:
     info = getattr(raw, "info", None)
     if hasattr(raw, "get_transaction_status"):  # psycopg2
         status = int(raw.get_transaction_status())
@@ -251,6 +281,21 @@ def _left_behind(conn: BaseDatabaseWrapper) -> str | None:
     return "a broken connection" if status == 4 else "a transaction open"
 
 
+def _idle(conn: BaseDatabaseWrapper) -> bool:
+    # True when Django's end-of-request rules would keep ``conn`` as it is and
+    # the driver reports no transaction: the state every connection kept for
+    # reuse is left in, so a task that did not touch it costs a few attribute
+    # reads instead of two method calls and a driver round of checks.
+    close_at = conn.close_at
+    return (
+        not conn.in_atomic_block
+        and not conn.errors_occurred
+        and conn.autocommit == conn.settings_dict["AUTOCOMMIT"]
+        and (close_at is None or time.monotonic() < close_at)
+        and _driver_left_behind(conn.connection) is None
+    )
+
+
 def release_connections(task: object) -> None:
     """Keep the current thread's usable connections for its next task.
 
@@ -262,22 +307,30 @@ def release_connections(task: object) -> None:
     or that the driver reports broken. Anything that fails is logged and that
     connection is closed.
     """
-    if not getattr(_state, "opened", False):
+    conns: list[BaseDatabaseWrapper] | None = getattr(_state, "conns", None)
+    if not conns:
         return
-    for conn in connections.all(initialized_only=True):
+    kept = []
+    for conn in conns:
         try:
-            reason = None if conn.connection is None else _left_behind(conn)
-            if reason is not None:
-                logger.warning(
-                    "task=%s left %s on alias=%s: closing the connection",
-                    task,
-                    reason,
-                    conn.alias,
-                )
-                conn.close()
+            if conn.connection is not None and _idle(conn):
+                # What close_if_unusable_or_obsolete() does to a connection it
+                # keeps (an attribute django-stubs does not declare).
+                conn.health_check_done = False  # type: ignore[attr-defined]
             else:
-                conn.close_if_unusable_or_obsolete()
-            conn.queries_log.clear()
+                reason = None if conn.connection is None else _left_behind(conn)
+                if reason is not None:
+                    logger.warning(
+                        "task=%s left %s on alias=%s: closing the connection",
+                        task,
+                        reason,
+                        conn.alias,
+                    )
+                    conn.close()
+                else:
+                    conn.close_if_unusable_or_obsolete()
+            if conn.queries_log:
+                conn.queries_log.clear()
         except Exception:
             logger.exception(
                 "releasing connection alias=%s after task=%s failed", conn.alias, task
@@ -287,6 +340,9 @@ def release_connections(task: object) -> None:
             except Exception:
                 logger.exception("closing connection alias=%s failed", conn.alias)
         _discard_if_stuck(conn)
+        if conn.connection is not None and not conn.in_atomic_block:
+            kept.append(conn)
+    _state.conns = kept
 
 
 def run_task(work: Work, *, close: bool = True, reuse: bool = False) -> Any:
@@ -308,11 +364,11 @@ def run_task(work: Work, *, close: bool = True, reuse: bool = False) -> Any:
     (:func:`release_connections`); one that raised still closes them. Does
     not settle ``work.future``.
     """
-    depth: int = getattr(_state, "depth", 0)
-    _state.depth = depth + 1
-    previous = _account.enter(work)
+    running = _account.running
+    previous: Work | None = getattr(running, "work", None)
+    running.work = work
     work.state = RUNNING
-    listening = _account.listening()
+    listening = _account.listeners
     if listening:
         _account.notify("started", work, None)
     failed: BaseException | None = None
@@ -322,9 +378,8 @@ def run_task(work: Work, *, close: bool = True, reuse: bool = False) -> Any:
         failed = exc
         raise
     finally:
-        _state.depth = depth
-        _account.leave(previous)
-        if close and depth == 0:
+        running.work = previous
+        if close and previous is None:
             if reuse and failed is None:
                 release_connections(work)
             else:
@@ -354,4 +409,4 @@ def run_into(work: Work, *, close: bool = True, reuse: bool = False) -> BaseExce
 
 def in_task() -> bool:
     """Return True when the calling thread is running a djthreads task."""
-    return getattr(_state, "depth", 0) > 0
+    return getattr(_account.running, "work", None) is not None

@@ -130,17 +130,17 @@ def _worker(
                 executor._initializer_failed()
             return
     while True:
-        try:
-            work = work_queue.get_nowait()
-        except queue.Empty:
+        if work_queue.empty():
             # Count this worker idle only when there is nothing to take, so
             # the next submit reuses it instead of starting another thread.
+            # (empty() rather than get_nowait(): no exception raised per
+            # task; an item that lands right after is simply taken below.)
             executor = executor_reference()
             if executor is not None:
                 with executor._lock:
                     executor._idle_workers += 1
             del executor
-            work = work_queue.get()
+        work = work_queue.get()
         if work is not None:
             # Claim it: a waiter in a worker may have run it, or shutdown
             # cancelled it, since it was queued.
