@@ -129,23 +129,20 @@ def _worker(
             if executor is not None:
                 executor._initializer_failed()
             return
+    idle = False  # this worker is counted idle (see DjangoExecutor._note_idle)
     while True:
-        if work_queue.empty():
-            # Count this worker idle only when there is nothing to take, so
-            # the next submit reuses it instead of starting another thread.
-            # (empty() rather than get_nowait(): no exception raised per
-            # task; an item that lands right after is simply taken below.)
+        if not idle:
             executor = executor_reference()
             if executor is not None:
-                with executor._lock:
-                    executor._idle_workers += 1
+                idle = executor._note_idle()
             del executor
         work = work_queue.get()
+        idle = False
         if work is not None:
             # Claim it: a waiter in a worker may have run it, or shutdown
             # cancelled it, since it was queued.
             if table.pop(work.number, None) is not None:
-                work.owner._run_claimed(work, reuse)
+                idle = work.owner._run_claimed(work, reuse)
             del work  # see CPython gh-60488: no reference to a finished task
             continue
         executor = executor_reference()
@@ -245,19 +242,23 @@ class DjangoExecutor(concurrent.futures.Executor):
         self._initializer = initializer
         self._initargs = tuple(initargs)
         self._kind = EXECUTOR
-        # Slots (running + queued) and idle workers are counted under _lock,
-        # which submit takes anyway: two Python-level Semaphores cost a submit
-        # more than the rest of its bookkeeping together.
+        # Slots (running + queued) are counted under _lock by submitters only:
+        # a worker that frees one drops a True into _freed (a C-level queue,
+        # no Python lock), and a submitter that finds the count full takes
+        # those back, or blocks on _freed until a worker frees one. Python-level
+        # Semaphores, or the workers taking _lock per task, cost a submit more
+        # than the rest of its bookkeeping together (the lock is contended).
         self._capacity = max_workers + max_queue
-        self._used = 0  # tasks queued or running (inline ones excepted)
+        self._used = 0  # slots taken (queued or running, inline ones excepted), less _freed
+        # True: a slot was freed; False: wake blocked submitters (shutdown, broken pool).
+        self._freed: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._idle_workers = 0  # workers blocked on an empty queue, not yet handed work
+        self._growing = True  # fewer threads than max_workers: idle workers are counted
         self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         # Queued work not yet claimed by a worker, by number: popping an entry
         # (atomic) is how a worker, a helping waiter or shutdown claims it.
         self._queued: dict[int, Work] = {}
         self._lock = threading.Lock()  # guards _shutdown, _broken, _threads, the counts
-        self._room = threading.Condition(self._lock)  # a slot freed, or shutdown
-        self._blocked = 0  # submitters waiting on _room (Condition.notify is not free)
         self._shutdown = False
         self._broken: str | Literal[False] = False
         self._threads: set[threading.Thread] = set()
@@ -308,30 +309,34 @@ class DjangoExecutor(concurrent.futures.Executor):
             return
         with self._lock:
             self._check_open()
-            if self._used < self._capacity:
+            if self._used < self._capacity or self._reclaim():
                 self._enqueue(work)
                 return
             # Full. Waiting for a slot from inside one of our workers can
             # deadlock (every worker waiting on tasks queued behind it), so
             # such a task runs right here.
             inline = getattr(_worker_state, "queued", None) is self._queued
-            if not inline:
-                if self.on_full == "raise":
-                    raise QueueFullError(
-                        f"The djthreads pool is full ({self.max_workers} tasks running, "
-                        f"{self.max_queue} waiting); {work.name} was not queued. Raise "
-                        "DJTHREADS['MAX_QUEUE'] or set DJTHREADS['ON_FULL'] = 'block' to wait."
-                    )
-                while self._used >= self._capacity:
-                    self._blocked += 1
-                    try:
-                        self._room.wait()
-                    finally:
-                        self._blocked -= 1
-                    self._check_open()  # shutdown() may have run while we waited
-                self._enqueue(work)
-                return
-        self._run_inline(work)
+            if not inline and self.on_full == "raise":
+                raise QueueFullError(
+                    f"The djthreads pool is full ({self.max_workers} tasks running, "
+                    f"{self.max_queue} waiting); {work.name} was not queued. Raise "
+                    "DJTHREADS['MAX_QUEUE'] or set DJTHREADS['ON_FULL'] = 'block' to wait."
+                )
+        if inline:
+            self._run_inline(work)
+            return
+        while True:
+            # Outside the lock: woken by the next freed slot, or by shutdown.
+            freed = self._freed.get()
+            with self._lock:
+                if freed:
+                    self._used -= 1
+                else:
+                    self._freed.put(False)  # pass the wake-up on to the next waiter
+                self._check_open()  # shutdown() may have run while we waited
+                if self._used < self._capacity or self._reclaim():
+                    self._enqueue(work)
+                    return
 
     def offer(self, work: Work) -> bool:
         """Queue ``work`` if a slot is free now and return True; else return False.
@@ -344,10 +349,25 @@ class DjangoExecutor(concurrent.futures.Executor):
             return False  # submit_work() says why
         with self._lock:
             self._check_open()
-            if self._used >= self._capacity:
+            if self._used >= self._capacity and not self._reclaim():
                 return False
             self._enqueue(work)
             return True
+
+    def _reclaim(self) -> bool:
+        # Called with self._lock held when the count says full: take back the
+        # slots workers freed since; return True when one is free now.
+        freed = self._freed
+        try:
+            for _ in range(freed.qsize()):
+                if freed.get_nowait():
+                    self._used -= 1
+                else:
+                    freed.put(False)  # a wake-up is for the blocked submitters
+                    break
+        except queue.Empty:
+            pass  # a blocked submitter took one meanwhile
+        return self._used < self._capacity
 
     def _enqueue(self, work: Work) -> None:
         # Called with self._lock held and a slot free.
@@ -383,7 +403,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         if self._idle_workers:
             self._idle_workers -= 1
             return
-        if len(self._threads) >= self.max_workers:
+        if not self._growing:
             return
 
         # When the executor is collected, wake every worker so that it exits.
@@ -407,38 +427,56 @@ class DjangoExecutor(concurrent.futures.Executor):
         )
         thread.start()
         self._threads.add(thread)
+        self._growing = len(self._threads) < self.max_workers
         _live.add(self)
 
     # -- running ----------------------------------------------------------------
 
     def _release_slot(self) -> None:
-        with self._lock:
-            self._used -= 1
-            if self._blocked:
-                self._room.notify()
+        # Any thread; no lock taken (see _freed in __init__).
+        self._freed.put(True)
 
-    def _run_claimed(self, work: Work, reuse: bool) -> None:
+    def _note_idle(self) -> bool:
+        """Count the calling worker idle when nothing is queued; return True if counted.
+
+        Only while the pool still grows: a full-grown pool starts no thread,
+        so its workers never take the submitters' lock. (``empty()`` rather
+        than ``get_nowait()``: no exception raised per task; an item that
+        lands right after is simply taken.)
+        """
+        if self._growing and self._queue.empty():
+            with self._lock:
+                self._idle_workers += 1
+            return True
+        return False
+
+    def _run_claimed(self, work: Work, reuse: bool) -> bool:
         """Run claimed queued work in this worker and settle its Future (worker thread).
 
-        The slot is freed before the Future is settled, so a caller woken by
-        ``result()`` can submit again at once even to a full pool with
-        ``on_full="raise"``; the work leaves the account after, so a waiter
-        never sees it gone before its Future is done.
+        The slot is freed, and the worker counted idle when nothing else is
+        queued, before the Future is settled: a caller woken by ``result()``
+        can submit again at once even to a full pool with ``on_full="raise"``,
+        and its next task goes to this worker rather than a new thread. The
+        work leaves the account after, so a waiter never sees it gone before
+        its Future is done. Returns whether the worker was counted idle.
         """
         future = work.future
         if not future.set_running_or_notify_cancel():
             self._release_slot()
             _account.end(work)
-            return
+            return False
         try:
             result = run_task(work, reuse=reuse)
         except BaseException as exc:
             self._release_slot()
+            idle = self._note_idle()
             future.set_exception(exc)
         else:
             self._release_slot()
+            idle = self._note_idle()
             future.set_result(result)
         _account.end(work)
+        return idle
 
     def _run_here(self, work: Work) -> None:
         """Run claimed queued work inline in a worker that waits for it."""
@@ -462,7 +500,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         # as the stdlib's: fail everything queued, refuse everything new.
         with self._lock:
             self._broken = "A thread initializer failed, the thread pool is not usable anymore"
-            self._room.notify_all()  # blocked submitters: refused now
+            self._freed.put(False)  # blocked submitters: refused now
         for work in self._claim_all():
             if work.future.set_running_or_notify_cancel():
                 work.future.set_exception(BrokenThreadPool(self._broken))
@@ -526,7 +564,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         """
         with self._lock:
             self._shutdown = True
-            self._room.notify_all()  # blocked submitters: refused now
+            self._freed.put(False)  # blocked submitters: refused now
             threads = list(self._threads)
         if cancel_futures:
             cancelled = self._cancel_queued()
@@ -569,6 +607,7 @@ def _drain_at_exit() -> None:
     for executor in executors:
         with executor._lock:
             executor._shutdown = True
+            executor._freed.put(False)  # blocked submitters: refused now
         executor._queue.put(None)
     for executor in executors:
         executor._join(

@@ -73,6 +73,45 @@ def test_block_waits_for_a_slot() -> None:
         pool.shutdown(timeout=10)
 
 
+def test_blocked_submitters_each_get_a_freed_slot_or_a_refusal_at_shutdown() -> None:
+    pool = DjangoExecutor(1, max_queue=0, on_full="block")
+    release = threading.Event()
+    first = pool.submit(tasks.wait_for, release)
+    outcomes: list[object] = []
+
+    def submit() -> None:
+        try:
+            outcomes.append(pool.submit(tasks.add, 1, 1).result(10))
+        except RuntimeError as exc:
+            outcomes.append(str(exc))
+
+    # Three submitters wait for the one slot; each freed slot wakes one.
+    submitters = [threading.Thread(target=submit) for _ in range(3)]
+    for thread in submitters:
+        thread.start()
+    release.set()
+    for thread in submitters:
+        thread.join(10)
+    assert outcomes == [2, 2, 2]
+    assert first.result(10) is True
+
+    # Two more wait behind a held slot; shutdown() refuses both at once.
+    release.clear()
+    held = pool.submit(tasks.wait_for, release)
+    outcomes.clear()
+    submitters = [threading.Thread(target=submit) for _ in range(2)]
+    for thread in submitters:
+        thread.start()
+    pool.shutdown(wait=False)
+    for thread in submitters:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert outcomes == ["cannot schedule new futures after shutdown"] * 2
+    release.set()
+    assert held.result(10) is True
+    pool.shutdown(timeout=10)
+
+
 def test_nested_submit_in_full_pool_runs_inline() -> None:
     pool = DjangoExecutor(1, max_queue=0, on_full="block")
 
