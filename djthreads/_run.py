@@ -57,13 +57,16 @@ def _note_opened(connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
     if any(conn is connection for conn in conns):
         return
     # Only this thread's own wrapper: one shared from another thread (Django's
-    # live server tests) is that thread's to close, as close_all() would.
-    try:
-        own = connections[connection.alias] is connection
-    except Exception:  # a wrapper built outside DATABASES: not ours to close
-        own = False
-    if own:
-        conns.append(connection)
+    # live server tests) is that thread's to close, as close_all() would. An
+    # unshared wrapper used outside its thread fails Django's thread check
+    # right after connecting, and again when we close it (logged).
+    if connection.allow_thread_sharing:
+        try:
+            if connections[connection.alias] is not connection:
+                return
+        except Exception:  # a wrapper built outside DATABASES: not ours to close
+            return
+    conns.append(connection)
 
 
 connection_created.connect(_note_opened, dispatch_uid="djthreads._run._note_opened")
@@ -112,16 +115,22 @@ def capture() -> Carried:
     Runs in the submitting thread, at submit time (or at DjangoThread.start()).
     """
     context = contextvars.copy_context()
-    storages = [value for var, value in context.items() if var.name == _ASGIREF_LOCAL]
+    storages = []
+    pairs = []
+    for var, value in context.items():
+        if var.name == _ASGIREF_LOCAL:
+            storages.append(value)
+        else:
+            pairs.append((var, value))
     if not storages:
         # No asgiref Local was ever set in this context, so no translation,
         # time zone, urlconf or script prefix is active here. Skipping the
         # four reads saves several µs a submit (asgiref's lock and contextvar
         # lookup each).
         return Carried(context)
-    pairs = [(var, value) for var, value in context.items() if var.name != _ASGIREF_LOCAL]
     context = contextvars.Context()
-    context.run(_set_all, pairs)
+    if pairs:
+        context.run(_set_all, pairs)
     return Carried(context, RequestState.of(storages))
 
 

@@ -308,7 +308,8 @@ class DjangoExecutor(concurrent.futures.Executor):
             self._exit_submission(work)
             return
         with self._lock:
-            self._check_open()
+            if self._broken or self._shutdown:
+                self._check_open()
             if self._used < self._capacity or self._reclaim():
                 self._enqueue(work)
                 return
@@ -381,7 +382,8 @@ class DjangoExecutor(concurrent.futures.Executor):
         self._queued[work.number] = work
         _account.add(work)
         self._queue.put(work)
-        self._adjust_thread_count()
+        if self._idle_workers or self._growing:
+            self._adjust_thread_count()
 
     def _check_open(self) -> None:
         if self._broken:
