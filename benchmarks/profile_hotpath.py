@@ -27,6 +27,7 @@ setup({"ON_COMMIT": False, "MAX_QUEUE": 100_000})
 
 import djthreads  # noqa: E402
 from djthreads import _account  # noqa: E402
+from djthreads._dispatch import in_transaction  # noqa: E402
 from djthreads._run import capture, run_task  # noqa: E402
 from djthreads.executor import new_future  # noqa: E402
 
@@ -96,6 +97,8 @@ figures = {
     "step Work()+Future": per_call(lambda: _account.Work(noop, (), {}, capture(), "x")),
     "step new_future()": per_call(new_future),
     "step concurrent.futures.Future()": per_call(concurrent.futures.Future),
+    # What ON_COMMIT=True adds to a submit made outside any transaction.
+    "step on-commit check": per_call(lambda: in_transaction(True, "default")),
     # The whole submit path, workers blocked.
     "submit raw ThreadPoolExecutor": submit_path(lambda: raw.submit(noop), hold_raw),
     "submit djthreads.submit": submit_path(lambda: djthreads.submit(noop), hold_djthreads),

@@ -1,6 +1,6 @@
 """I/O-bound scaling: N tasks of one query plus L ms of waiting, on W workers.
 
-Usage: python benchmarks/scaling.py APPROACH WORKERS N L_MS
+Usage: python benchmarks/scaling.py APPROACH WORKERS N L_MS [warm-up]
   serial          — one thread runs every task (WORKERS is ignored: W=1);
   djthreads       — djthreads.submit on the default pool, MAX_WORKERS=W;
   djthreads-reuse — the same with DJTHREADS['REUSE_CONNECTIONS'] and
@@ -11,14 +11,25 @@ Usage: python benchmarks/scaling.py APPROACH WORKERS N L_MS
                     multiprocessing.Process per chunk, connections.close_all()
                     before start;
   asgiref         — sync_to_async(task, thread_sensitive=False) on a W-thread
-                    executor, awaited with asyncio.gather.
+                    executor, awaited with asyncio.gather;
+  raw             — the floor: a stdlib ThreadPoolExecutor(W) whose threads
+                    keep their psycopg2 connections for good (nobody closes
+                    them: the hygiene djthreads exists for is left out);
+  raw-pool        — the floor on Django's psycopg 3 pool: the same stdlib
+                    pool, each task giving its connection back to the pool
+                    after it (close_old_connections(), as Django does at the
+                    end of a request; run in the psycopg 3 venv).
 
 Prints one JSON line: elapsed seconds, efficiency against the ideal
 ceil(N/W)·L, peak server connections and peak memory (PSS summed over this
 process and its children) during the run, and connections still open after it.
 The thread-based approaches run the batch twice: "cold" is the first batch of
 a fresh process (threads started and connections opened on the way), "warm"
-the second, as in a long-running process whose pool already exists.
+the second, as in a long-running process whose pool already exists. With
+``warm-up`` (djthreads and raw approaches) the pool's threads are started and
+connected before the first batch, outside the timing, as a server does at
+startup: ``get_executor().warm_up(databases=["default"])`` for djthreads, W
+connecting tasks held at a barrier for the raw pool.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import concurrent.futures
 import math
 import multiprocessing
 import sys
+import threading
 import time
 
 from _common import Sampler, emit, setup, wait_for_connections
@@ -36,15 +48,20 @@ APPROACH = sys.argv[1]
 WORKERS = 1 if APPROACH == "serial" else int(sys.argv[2])
 N = int(sys.argv[3])
 LATENCY = int(sys.argv[4]) / 1000
+WARM_UP = sys.argv[5:] == ["warm-up"]
 if APPROACH == "djthreads-reuse":
     setup({"MAX_WORKERS": WORKERS, "REUSE_CONNECTIONS": True}, conn_max_age=None)
+elif APPROACH == "raw":
+    setup(conn_max_age=None)
+elif APPROACH == "raw-pool":
+    setup(pool=True, pool_size=WORKERS)
 elif APPROACH == "djthreads-pool":
     setup({"MAX_WORKERS": WORKERS}, pool=True, pool_size=WORKERS)
 else:
     setup({"MAX_WORKERS": WORKERS})
 
 from asgiref.sync import sync_to_async  # noqa: E402
-from django.db import connection, connections  # noqa: E402
+from django.db import close_old_connections, connection, connections  # noqa: E402
 
 import djthreads  # noqa: E402
 
@@ -89,6 +106,20 @@ def run_multiprocessing() -> None:
 executor = concurrent.futures.ThreadPoolExecutor(WORKERS)
 
 
+def task_then_close() -> None:
+    try:
+        task()
+    finally:
+        close_old_connections()
+
+
+def run_raw() -> None:
+    fn = task_then_close if APPROACH == "raw-pool" else task
+    futures = [executor.submit(fn) for _ in range(N)]
+    for future in futures:
+        future.result()
+
+
 def run_asgiref() -> None:
     fn = sync_to_async(task, thread_sensitive=False, executor=executor)
 
@@ -98,6 +129,23 @@ def run_asgiref() -> None:
     asyncio.run(main())
 
 
+def warm_up() -> None:
+    """Start the pool's W threads and open their connections (outside the timing)."""
+    if APPROACH.startswith("djthreads"):
+        djthreads.get_executor().warm_up(databases=["default"])
+        return
+    everyone = threading.Barrier(WORKERS)
+
+    def connect() -> None:
+        connection.ensure_connection()
+        everyone.wait(30)
+        if APPROACH == "raw-pool":
+            close_old_connections()
+
+    for future in [executor.submit(connect) for _ in range(WORKERS)]:
+        future.result()
+
+
 runs = {
     "serial": run_serial,
     "djthreads": run_djthreads,
@@ -105,10 +153,14 @@ runs = {
     "djthreads-pool": run_djthreads,
     "multiprocessing": run_multiprocessing,
     "asgiref": run_asgiref,
+    "raw": run_raw,
+    "raw-pool": run_raw,
 }
 run = runs[APPROACH]
 batches = 1 if APPROACH in ("serial", "multiprocessing") else 2
 elapsed = []
+if WARM_UP:
+    warm_up()
 with Sampler() as sampler:
     for _ in range(batches):
         start = time.perf_counter()
@@ -123,6 +175,7 @@ emit(
     {
         "bench": "scaling",
         "approach": APPROACH,
+        "warm_up": WARM_UP,
         "workers": WORKERS,
         "n": N,
         "latency_ms": LATENCY * 1000,

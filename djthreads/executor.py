@@ -432,6 +432,29 @@ class DjangoExecutor(concurrent.futures.Executor):
         self._growing = len(self._threads) < self.max_workers
         _live.add(self)
 
+    def warm_up(self, databases: Iterable[str] = (), *, timeout: float | None = 30.0) -> None:
+        """Start every worker now, and open each one's connections, before the first burst.
+
+        Runs in the calling thread, which blocks until ``max_workers`` workers
+        are running (each started now or idle) and each has opened a
+        connection to every alias in ``databases``. Call it where the process
+        starts serving (``wsgi.py``, a gunicorn ``post_fork`` hook), not in
+        ``AppConfig.ready()``, where Django discourages queries.
+
+        What the connections do next follows the pool's rule: with
+        ``reuse_connections`` each worker keeps them for its first tasks; on
+        Django's psycopg 3 pool they go back to that pool, which keeps them
+        open; otherwise they are closed again, and only the threads are warm
+        (so ``databases`` is worth passing with reuse or a pool). Each worker
+        runs one warm-up task, counted like any other. Raises TimeoutError
+        when the workers are not all free within ``timeout`` seconds (busy with
+        long tasks), ValueError for an alias not in ``DATABASES``, and what
+        connecting raised.
+        """
+        from djthreads._warm import warm_up
+
+        warm_up(self, databases, timeout)
+
     # -- running ----------------------------------------------------------------
 
     def _release_slot(self) -> None:

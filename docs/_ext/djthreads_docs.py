@@ -67,6 +67,20 @@ def overhead_table(results: dict[str, Any]) -> list[str]:
                     + (f" ({dj['ratio_min']}-{dj['ratio_max']})" if "ratio_min" in dj else ""),
                 ]
             )
+            cycle = by.get((mode, task, "raw-cycle"))
+            if cycle is not None and task == "select1":
+                # The pool's own floor: a raw pool handing each connection back.
+                rows.append(
+                    [
+                        f"{mode_name}, floor: raw pool giving each connection back",
+                        task_name,
+                        raw["us_per_task"],
+                        cycle["us_per_task"],
+                        f"{cycle['ratio']}{TIMES} ({cycle['ratio_min']}-{cycle['ratio_max']});"
+                        f" djthreads / floor "
+                        f"{round(dj['us_per_task'] / cycle['us_per_task'], 2)}{TIMES}",
+                    ]
+                )
     header = ["driver / connections", "task", "raw pool µs", "djthreads µs", "ratio (spread)"]
     return _table(header, ["---", "---", "---:", "---:", "---:"], rows)
 
@@ -80,7 +94,9 @@ def scaling_table(results: dict[str, Any]) -> list[str]:
                 r["label"],
                 r["workers"],
                 r["elapsed_s"],
-                r["efficiency"],
+                f"{r['efficiency']} ({r['efficiency_min']}-{r['efficiency_max']})"
+                if r.get("rounds", 1) > 1 and "efficiency_min" in r
+                else r["efficiency"],
                 warm,
                 r["peak_connections"],
                 r["open_after"],
