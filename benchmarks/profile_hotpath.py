@@ -29,7 +29,7 @@ import djthreads  # noqa: E402
 from djthreads import _account  # noqa: E402
 from djthreads._dispatch import in_transaction  # noqa: E402
 from djthreads._run import capture, run_task  # noqa: E402
-from djthreads.executor import new_future  # noqa: E402
+from djthreads._worker import new_future  # noqa: E402
 
 CALLS = 20_000
 ROUNDS = 5

@@ -15,8 +15,8 @@ from djthreads import _eager
 from djthreads._account import EAGER, POOL, Work
 from djthreads._default import get_executor
 from djthreads._run import capture
+from djthreads._worker import new_future
 from djthreads.conf import get_settings
-from djthreads.executor import new_future
 
 logger = logging.getLogger("djthreads")
 

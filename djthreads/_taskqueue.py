@@ -34,9 +34,10 @@ from djthreads import _account
 from djthreads._account import BACKEND, DEFERRED, QUEUED, Work
 from djthreads._default import get_executor
 from djthreads._run import in_task, run_into
+from djthreads._worker import worker_state
 from djthreads.conf import get_settings
 from djthreads.exceptions import QueueFullError
-from djthreads.executor import DjangoExecutor, _worker_state
+from djthreads.executor import DjangoExecutor
 
 logger = logging.getLogger("djthreads.backends")
 
@@ -259,7 +260,7 @@ def _help_waiter(pending: list[Work]) -> None:
     # djthreads._account.wait() from a worker of the default pool: run the
     # ready backend tasks it waits for here. With every worker busy waiting,
     # the dispatcher could never hand them over.
-    if getattr(_worker_state, "queued", None) is not get_executor()._queued:
+    if getattr(worker_state, "queued", None) is not get_executor()._queued:
         return
     wanted = {work.number for work in pending if work.kind == BACKEND}
     if not wanted:

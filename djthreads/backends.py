@@ -51,8 +51,8 @@ from djthreads._tasks_compat import (
     task_finished,
     task_started,
 )
+from djthreads._worker import new_future
 from djthreads.conf import get_settings
-from djthreads.executor import new_future
 
 logger = logging.getLogger("djthreads.backends")
 

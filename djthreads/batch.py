@@ -23,8 +23,9 @@ from typing import Any, Protocol, TypeVar, overload
 
 from djthreads._account import EXECUTOR, Work, task_name
 from djthreads._run import Carried, call, capture, check_callable
+from djthreads._worker import new_future
 from djthreads.conf import get_settings
-from djthreads.executor import DjangoExecutor, new_future
+from djthreads.executor import DjangoExecutor
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,10 @@ from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
-from djthreads import _account
+from djthreads import _account, _worker
 from djthreads._account import EXECUTOR, QUEUED, Work
-from djthreads._run import capture, check_callable, close_connections, in_task, run_into, run_task
+from djthreads._run import capture, check_callable, in_task, run_into, run_task
+from djthreads._worker import TaskFuture, work_loop, worker_state
 from djthreads.exceptions import QueueFullError
 
 logger = logging.getLogger("djthreads")
@@ -36,127 +37,11 @@ logger = logging.getLogger("djthreads")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# .queued: the claim table of the pool this thread works for;
-# .reuse: that pool keeps connections between tasks (the test helpers ask).
-_worker_state = threading.local()
-
 # Every executor that started a worker and is not collected: the exit drain's list.
 _live: weakref.WeakSet[DjangoExecutor] = weakref.WeakSet()
-# Set once the exit drain begins: from then on only running tasks may submit
-# (their work runs inline), as the stdlib refuses submissions at exit.
-_exiting = False
+
 _names = itertools.count()
 _pid = os.getpid()  # this process's, kept by the fork hook: no syscall per submit
-
-
-class _TaskFuture(concurrent.futures.Future[Any]):
-    """A Future whose ``result()``/``exception()`` in a worker of the same pool helps.
-
-    When a worker waits for a task of its own pool that has not started, it
-    runs that task itself (as fork-join pools do) instead of waiting for a
-    worker that may never come: ``submit(lambda: submit(child).result())``
-    completes even with one worker. Holds the pool's claim table, never the
-    executor, so a Future kept by the caller does not keep the pool alive.
-    """
-
-    _djthreads_queued: dict[int, Work] | None = None
-    _djthreads_number = 0
-
-    def _help(self) -> None:
-        table = self._djthreads_queued
-        mine: dict[int, Work] | None = getattr(_worker_state, "queued", None)
-        if table is not None and table is mine:
-            work = table.pop(self._djthreads_number, None)  # claim it, or someone did
-            if work is not None:
-                work.owner._run_here(work)
-
-    def result(self, timeout: float | None = None) -> Any:
-        """As ``Future.result``; in a worker of the same pool, run the task here if queued."""
-        self._help()
-        return super().result(timeout)
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """As ``Future.exception``; in a worker of the same pool, run the task here if queued."""
-        self._help()
-        return super().exception(timeout)
-
-
-# repr() and InvalidStateError messages read "<Future at 0x... state=...>" as
-# the stdlib's do (CPython's test_future matches them); type() still names the class.
-_TaskFuture.__name__ = "Future"
-
-
-def _help_waiter(pending: list[Work]) -> None:
-    # djthreads._account.wait() from a pool worker: run the queued work of
-    # this worker's own pool here, so the wait cannot deadlock on it.
-    table = getattr(_worker_state, "queued", None)
-    if table is None:
-        return
-    for work in pending:
-        claimed = table.pop(work.number, None)
-        if claimed is not None:
-            claimed.owner._run_here(claimed)
-
-
-_account.helpers.append(_help_waiter)
-
-
-def new_future() -> concurrent.futures.Future[Any]:
-    """A Future for work that may go to a DjangoExecutor (it can be helped along)."""
-    return _TaskFuture()
-
-
-def _worker(
-    executor_reference: weakref.ref[DjangoExecutor],
-    work_queue: queue.SimpleQueue[Work | None],
-    table: dict[int, Work],
-    reuse: bool,
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
-) -> None:
-    """Worker loop: runs in each pool thread until the shutdown sentinel."""
-    _worker_state.queued = table
-    _worker_state.reuse = reuse
-    name = threading.current_thread().name
-    logger.debug("worker=%s started", name)
-    if initializer is not None:
-        try:
-            initializer(*initargs)
-        except BaseException:
-            logger.critical("worker=%s initializer failed", name, exc_info=True)
-            close_connections("initializer")
-            executor = executor_reference()
-            if executor is not None:
-                executor._initializer_failed()
-            return
-    idle = False  # this worker is counted idle (see DjangoExecutor._note_idle)
-    while True:
-        if not idle:
-            executor = executor_reference()
-            if executor is not None:
-                idle = executor._note_idle()
-            del executor
-        work = work_queue.get()
-        idle = False
-        if work is not None:
-            # Claim it: a waiter in a worker may have run it, or shutdown
-            # cancelled it, since it was queued.
-            if table.pop(work.number, None) is not None:
-                idle = work.owner._run_claimed(work, reuse)
-            del work  # see CPython gh-60488: no reference to a finished task
-            continue
-        executor = executor_reference()
-        # Exit when the interpreter exits, the executor was collected, or shut down.
-        if _exiting or executor is None or executor._shutdown:
-            if executor is not None:
-                executor._shutdown = True
-            work_queue.put(None)  # wake the next worker
-            del executor
-            # Connections kept by reuse_connections must not outlive the pool.
-            close_connections("worker exit")
-            logger.debug("worker=%s stopped", name)
-            return
-        del executor
 
 
 class DjangoExecutor(concurrent.futures.Executor):
@@ -287,7 +172,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         refused with a TypeError that says to pass the function.
         """
         check_callable(fn, "DjangoExecutor.submit()")
-        work = Work(fn, args, kwargs, capture(), self._kind, _TaskFuture())
+        work = Work(fn, args, kwargs, capture(), self._kind, TaskFuture())
         self.submit_work(work)
         return work.future
 
@@ -304,7 +189,7 @@ class DjangoExecutor(concurrent.futures.Executor):
                 "after os.fork(); create a new one in the child, or use "
                 "djthreads.get_executor(), which does."
             )
-        if _exiting:
+        if _worker.exiting:
             self._exit_submission(work)
             return
         with self._lock:
@@ -316,7 +201,7 @@ class DjangoExecutor(concurrent.futures.Executor):
             # Full. Waiting for a slot from inside one of our workers can
             # deadlock (every worker waiting on tasks queued behind it), so
             # such a task runs right here.
-            inline = getattr(_worker_state, "queued", None) is self._queued
+            inline = getattr(worker_state, "queued", None) is self._queued
             if not inline and self.on_full == "raise":
                 raise QueueFullError(
                     f"The djthreads pool is full ({self.max_workers} tasks running, "
@@ -346,7 +231,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         the work inline, queues nothing when it returns False. Raises
         BrokenThreadPool or RuntimeError when the pool cannot take work at all.
         """
-        if self._pid != _pid or _exiting:
+        if self._pid != _pid or _worker.exiting:
             return False  # submit_work() says why
         with self._lock:
             self._check_open()
@@ -376,7 +261,7 @@ class DjangoExecutor(concurrent.futures.Executor):
         work.owner = self
         work.state = QUEUED
         future = work.future
-        if isinstance(future, _TaskFuture):
+        if isinstance(future, TaskFuture):
             future._djthreads_queued = self._queued
             future._djthreads_number = work.number
         self._queued[work.number] = work
@@ -414,7 +299,7 @@ class DjangoExecutor(concurrent.futures.Executor):
 
         thread = threading.Thread(
             name=f"{self.thread_name_prefix}_{len(self._threads)}",
-            target=_worker,
+            target=work_loop,
             args=(
                 weakref.ref(self, weakref_cb),
                 self._queue,
@@ -625,8 +510,7 @@ def _drain_at_exit() -> None:
     # atexit runs after threading joined the non-daemon threads; our workers
     # are daemons, still running, and each pool bounds its own wait. Pools
     # wait side by side: the exit takes the longest timeout, not the sum.
-    global _exiting
-    _exiting = True
+    _worker.exiting = True
     executors = list(_live)
     start = time.monotonic()
     for executor in executors:

@@ -46,7 +46,7 @@ import pytest
 from django.conf import settings
 
 from djthreads import DjangoExecutor
-from djthreads.executor import new_future
+from djthreads._worker import new_future
 
 PACKAGE = "test.test_concurrent_futures"
 # A tuple built at run time: a version check mypy reads would hide the module on 3.11.

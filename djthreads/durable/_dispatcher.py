@@ -46,6 +46,7 @@ from djthreads import _account
 from djthreads._account import DEFERRED, DURABLE, QUEUED, RUNNING, Work
 from djthreads._default import get_executor
 from djthreads._run import close_connections
+from djthreads._worker import new_future
 from djthreads.durable._job import (
     Job,
     Waiting,
@@ -55,7 +56,6 @@ from djthreads.durable._job import (
     write_outcomes,
 )
 from djthreads.durable._lease import Lease, lost_error, mark_background_thread
-from djthreads.executor import new_future
 
 if TYPE_CHECKING:
     from django_tasks_db.models import DBTaskResult

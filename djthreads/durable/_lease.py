@@ -24,10 +24,10 @@ from django.db.models.functions import Cast, Now
 from django.utils.crypto import get_random_string
 
 from djthreads._run import close_connections
+from djthreads._worker import worker_state
 from djthreads.durable import WorkerLostError
 from djthreads.durable._job import exclusive, once
 from djthreads.durable.models import WorkerLease
-from djthreads.executor import _worker_state
 
 if TYPE_CHECKING:
     from django_tasks_db.models import DBTaskResult
@@ -54,7 +54,7 @@ def mark_background_thread() -> None:
     pool worker under REUSE_CONNECTIONS: both threads close theirs when idle
     and when they stop (a changed TASKS setting stops them in tests).
     """
-    _worker_state.reuse = True
+    worker_state.reuse = True
 
 
 def lost_error(worker_id: str, why: str) -> WorkerLostError:

@@ -27,11 +27,11 @@ from django.dispatch import receiver
 from djthreads import _account
 from djthreads._account import DURABLE, Work
 from djthreads._run import close_connections
+from djthreads._worker import new_future
 from djthreads.conf import get_settings
 from djthreads.durable._dispatcher import Dispatcher
 from djthreads.durable._job import Waiting, fresh_context
 from djthreads.durable._lease import Lease, new_worker_id
-from djthreads.executor import new_future
 
 logger = logging.getLogger("djthreads.durable")
 

@@ -19,7 +19,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from djthreads.executor import _worker_state
+from djthreads._worker import worker_state
 
 T = TypeVar("T")
 
@@ -157,7 +157,7 @@ class ConnectionWatch:
         thread = threading.current_thread()
         if thread is self._thread:
             return
-        reuse = bool(getattr(_worker_state, "reuse", False))
+        reuse = bool(getattr(worker_state, "reuse", False))
         with self._lock:
             self._opened[id(connection)] = _Opened(connection, thread, reuse)
 
