@@ -354,6 +354,21 @@ def release_connections(task: object) -> None:
     _state.conns = kept
 
 
+def clean_up(task: object, *, reuse: bool, failed: bool) -> None:
+    """Deal with the calling thread's connections as at the end of a task.
+
+    With ``reuse`` (a pool worker under DJTHREADS['REUSE_CONNECTIONS']) a
+    task that returned keeps its usable connections for the worker's next
+    task (:func:`release_connections`); otherwise, and after a task that
+    raised, they are closed (:func:`close_connections`). ``task`` names the
+    task in log lines.
+    """
+    if reuse and not failed:
+        release_connections(task)
+    else:
+        close_connections(task)
+
+
 def run_task(work: Work, *, close: bool = True, reuse: bool = False) -> Any:
     """Run ``work`` in the calling thread as a djthreads task and return its result.
 
@@ -389,10 +404,7 @@ def run_task(work: Work, *, close: bool = True, reuse: bool = False) -> Any:
     finally:
         running.work = previous
         if close and previous is None:
-            if reuse and failed is None:
-                release_connections(work)
-            else:
-                close_connections(work)
+            clean_up(work, reuse=reuse, failed=failed is not None)
         if listening:
             _account.notify("finished", work, failed)
         failed = None  # no cycle: exception -> traceback -> this frame

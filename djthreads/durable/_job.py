@@ -19,7 +19,7 @@ from django.db import (
 )
 
 from djthreads import _account
-from djthreads._run import Carried, capture, close_connections, release_connections
+from djthreads._run import Carried, capture, clean_up
 from djthreads._tasks_compat import TaskContext, normalize_json, task_finished, task_started
 
 if TYPE_CHECKING:
@@ -135,10 +135,8 @@ class Job:
         # run_task would after it. Holding them while the writer commits
         # could take the last slots of a connection pool the writer needs.
         work = _account.current()
-        if work is not None and getattr(work.owner, "reuse_connections", False):
-            release_connections(self.name)
-        else:
-            close_connections(self.name)
+        reuse = work is not None and getattr(work.owner, "reuse_connections", False)
+        clean_up(self.name, reuse=reuse, failed=self.error is not None)
         self.waiting = True
         if not self.ready(self):
             self._write_alone()
