@@ -19,6 +19,7 @@ round.
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import sys
 from collections.abc import Callable
 
@@ -114,6 +115,7 @@ for r in range(ROUNDS):
         order = list(variants) if r % 2 == 0 else list(reversed(variants))
         round_us = {}
         for name in order:
+            gc.collect()  # each variant starts from the same heap, outside the timing
             round_us[name] = timed(variants[name](task)) / K[task] * 1e6
         for name, us in round_us.items():
             times.setdefault((task, name), []).append(us)

@@ -31,7 +31,7 @@ PG3 = ROOT / ".venv" / "bench-pg3" / "bin" / "python"
 DURABLE = ROOT / ".venv" / "bench-durable" / "bin" / "python"
 
 QUICK = "--quick" in sys.argv
-OVERHEAD_ROUNDS = 2 if QUICK else 5
+OVERHEAD_ROUNDS = 2 if QUICK else 9
 N, LATENCY_MS = (64, 20) if QUICK else (640, 50)
 WORKERS = [1, 4, 8, 16, 32]
 SCALING_ROUNDS = 1 if QUICK else 3  # for W >= 16; fewer workers take long and vary little
