@@ -121,14 +121,16 @@ class Job:
         except BaseException as exc:
             self.error = exc
             self._hand_over()
-            # Inside the handler, as Django does: its receiver logs the failure
-            # at ERROR with this exception's traceback.
-            task_finished.send(sender=self.sender, task_result=row.task_result)
+            # Logged before the signal, whose receivers (a test waiting for
+            # the task) may act on it at once. Sent inside the handler, as
+            # Django does: its receiver logs the failure at ERROR with this
+            # exception's traceback.
             logger.debug("task=%s id=%s finished status=%s", self.name, self.id, row.status)
+            task_finished.send(sender=self.sender, task_result=row.task_result)
             raise
         self._hand_over()
-        task_finished.send(sender=self.sender, task_result=row.task_result)
         logger.debug("task=%s id=%s finished status=%s", self.name, self.id, row.status)
+        task_finished.send(sender=self.sender, task_result=row.task_result)
 
     def _hand_over(self) -> None:
         # The task is over: give its connections back before waiting, as
