@@ -1,0 +1,226 @@
+"""ThreadPoolBackend against django-tasks-local and djthreads.submit, in one process.
+
+Usage: python benchmarks/backend_bench.py MODE NOOP_TASKS SELECT_TASKS ROUNDS
+  MODE close — psycopg2, djthreads closes connections after each task (the default);
+       reuse — DJTHREADS['REUSE_CONNECTIONS'] with CONN_MAX_AGE=None.
+Runs in .venv/bench-durable (Python 3.13, Django 6.1: django-tasks-local needs Django 6).
+
+Variants, 8 workers each, all in this process:
+  submit   djthreads.submit(fn): the pool without the Tasks API (no-op tasks only)
+  backend  task.enqueue() on djthreads.backends.ThreadPoolBackend
+  local    task.enqueue() on django-tasks-local's ThreadPoolBackend (MAX_WORKERS=8);
+           optional: skipped with a note when the package is not installed
+Each round runs, in rotating order, NOOP_TASKS no-op tasks on every variant,
+then SELECT_TASKS ``SELECT 1`` tasks on backend and local. A figure is the
+wall time from the first enqueue until every task has finished (its result
+recorded, or its Future done), divided by the tasks: throughput, not latency.
+The clock stops once the task function has run that many times and the last
+results enqueued read finished; every result is then checked finished
+(SUCCESSFUL) off the clock. Both backends keep MAX_RESULTS = one round's
+tasks, so they evict finished results as they would in production.
+django-tasks-local sends no task_started/task_finished signal and never
+closes its workers' database connections; djthreads does both.
+
+Prints one JSON line per (task, variant): median µs per task, median seconds
+per round (and of those in the enqueue loop), and the median and range over
+rounds of each round's ratio to submit and to local.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import itertools
+import sys
+import threading
+import time
+from typing import Any
+
+from _common import emit, median, setup
+
+MODE = sys.argv[1]
+TASKS = {"noop": int(sys.argv[2]), "select1": int(sys.argv[3])}
+ROUNDS = int(sys.argv[4])
+WORKERS = 8
+LOCAL = importlib.util.find_spec("django_tasks_local") is not None
+KEEP = max(TASKS.values())
+
+backends: dict[str, Any] = {
+    "default": {
+        "BACKEND": "djthreads.backends.ThreadPoolBackend",
+        "OPTIONS": {"MAX_RESULTS": KEEP},
+    }
+}
+if LOCAL:
+    backends["local"] = {
+        "BACKEND": "django_tasks_local.ThreadPoolBackend",
+        "OPTIONS": {"MAX_WORKERS": WORKERS, "MAX_RESULTS": KEEP},
+    }
+djthreads_settings = {"MAX_WORKERS": WORKERS, "ON_COMMIT": True}
+if MODE == "reuse":
+    setup({**djthreads_settings, "REUSE_CONNECTIONS": True}, conn_max_age=None, tasks=backends)
+else:
+    setup(djthreads_settings, tasks=backends)
+
+from django.db import connection  # noqa: E402
+from django.tasks import TaskResultStatus, task  # noqa: E402
+
+import djthreads  # noqa: E402
+
+
+class Countdown:
+    """Set ``done`` when the task function has run ``goal`` times (any thread)."""
+
+    def __init__(self) -> None:
+        self.arm(0)
+
+    def arm(self, goal: int) -> None:
+        self.goal = goal
+        self.calls = itertools.count(1)  # next() is atomic: no lock among 8 workers
+        self.done = threading.Event()
+
+    def tick(self) -> None:
+        if next(self.calls) == self.goal:
+            self.done.set()
+
+
+countdown = Countdown()
+
+
+@task
+def noop() -> None:
+    countdown.tick()
+
+
+@task
+def select_one() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    countdown.tick()
+
+
+FINISHED = {TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED}
+TAIL = 2 * WORKERS  # still being recorded once every function ran: the last ones started
+
+
+class ViaBackend:
+    """``task.enqueue()`` on the task's backend; finished = its result reads finished."""
+
+    def __init__(self, bound: Any) -> None:
+        self.task = bound
+        self.backend = bound.get_backend()
+
+    def enqueue(self, count: int) -> list[Any]:
+        enqueue = self.task.enqueue
+        return [enqueue() for _ in range(count)]
+
+    def finish(self, results: list[Any]) -> None:
+        for result in results[-TAIL:]:
+            while self.backend.get_result(result.id).status not in FINISHED:
+                time.sleep(0.0001)
+
+    def check(self, results: list[Any]) -> None:
+        for result in results:
+            fresh = self.backend.get_result(result.id)
+            if fresh.status != TaskResultStatus.SUCCESSFUL:
+                raise RuntimeError(f"task {fresh.id} ended {fresh.status}: {fresh.errors}")
+
+
+class ViaSubmit:
+    """``djthreads.submit(fn)`` of the task's function; finished = its Future is done."""
+
+    def __init__(self, bound: Any) -> None:
+        self.fn = bound.func
+
+    def enqueue(self, count: int) -> list[Any]:
+        submit, fn = djthreads.submit, self.fn
+        return [submit(fn) for _ in range(count)]
+
+    def finish(self, futures: list[Any]) -> None:
+        concurrent.futures.wait(futures[-TAIL:], 60)
+
+    def check(self, futures: list[Any]) -> None:
+        for future in futures:
+            future.result(60)
+
+
+Variant = ViaBackend | ViaSubmit
+
+
+def variants(task_name: str) -> dict[str, Variant]:
+    fn = noop if task_name == "noop" else select_one
+    found: dict[str, Variant] = {}
+    if task_name == "noop":
+        found["submit"] = ViaSubmit(fn)
+    found["backend"] = ViaBackend(fn)
+    if LOCAL:
+        found["local"] = ViaBackend(fn.using(backend="local"))
+    return found
+
+
+def run_round(variant: Variant, count: int) -> tuple[float, float]:
+    """Return (seconds for the whole batch, seconds in the enqueue loop)."""
+    countdown.arm(count)
+    start = time.perf_counter()
+    handles = variant.enqueue(count)
+    enqueued = time.perf_counter()
+    if not countdown.done.wait(300):
+        raise TimeoutError(f"{count} tasks did not run in 300 s")
+    variant.finish(handles)
+    end = time.perf_counter()
+    variant.check(handles)
+    return end - start, enqueued - start
+
+
+def main() -> None:
+    if not LOCAL:
+        emit(
+            {
+                "bench": "backend",
+                "mode": MODE,
+                "variant": "local",
+                "skipped": "django-tasks-local is not installed (pip install "
+                "django-tasks-local; it needs Django >= 6.0)",
+            }
+        )
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    by_task = {name: variants(name) for name in TASKS}
+    for found in by_task.values():
+        for variant in found.values():  # warm up: threads started, connections opened
+            run_round(variant, 4 * WORKERS)
+    for r in range(ROUNDS):
+        for name, found in by_task.items():
+            order = list(found)
+            order = order[r % len(order) :] + order[: r % len(order)]
+            for variant in order:
+                times.setdefault((name, variant), []).append(
+                    run_round(found[variant], TASKS[name])
+                )
+    djthreads.wait_for_tasks(timeout=60)
+    for (name, variant), rounds in times.items():
+        figure: dict[str, Any] = {
+            "bench": "backend",
+            "mode": MODE,
+            "task": name,
+            "variant": variant,
+            "tasks": TASKS[name],
+            "rounds": ROUNDS,
+            "elapsed_s": round(median([total for total, _ in rounds]), 3),
+            "enqueue_s": round(median([loop for _, loop in rounds]), 3),
+            "us_per_task": round(median([total for total, _ in rounds]) / TASKS[name] * 1e6, 1),
+        }
+        for other in ("submit", "local"):
+            if other == variant or (name, other) not in times:
+                continue
+            ratios = [
+                mine[0] / theirs[0]
+                for mine, theirs in zip(rounds, times[(name, other)], strict=True)
+            ]
+            figure[f"ratio_to_{other}"] = round(median(ratios), 2)
+            figure[f"ratio_to_{other}_min"] = round(min(ratios), 2)
+            figure[f"ratio_to_{other}_max"] = round(max(ratios), 2)
+        emit(figure)
+
+
+main()
