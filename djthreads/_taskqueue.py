@@ -85,7 +85,7 @@ def put(work: Work, *, priority: int, run_after: datetime.datetime | None) -> No
     executor = get_executor()
     limit = executor.max_workers
     with _lock:
-        inline = direct = False
+        inline = False
         while _waiting() >= conf.MAX_QUEUE and not (
             run_after is None and not _ready and _in_flight < limit
         ):
@@ -107,18 +107,24 @@ def put(work: Work, *, priority: int, run_after: datetime.datetime | None) -> No
             _account.add(work)
             if run_after is not None and run_after > timezone.now():
                 work.state = DEFERRED
-                heapq.heappush(_deferred, (run_after, next(_sequence), -priority, work))
-            elif not _ready and _in_flight < limit:
+                entry = (run_after, next(_sequence), -priority, work)
+                heapq.heappush(_deferred, entry)
+                if _deferred[0] is entry:
+                    _wake_dispatcher()  # it sleeps until the earliest one is due
+                return
+            work.state = QUEUED
+            if not _ready and _in_flight < limit:
                 # Nothing of ours waits ahead of it and a worker is ours to
                 # take: straight to the pool, no dispatcher round trip.
-                work.state = QUEUED
                 _in_flight += 1
-                direct = True
             else:
-                work.state = QUEUED
                 heapq.heappush(_ready, (-priority, next(_sequence), work))
-            if not direct:
-                _wake_dispatcher()
+                # The next of ours to finish hands it over (_finished). Waking
+                # the dispatcher on every put would cost a thread switch per
+                # task for nothing; it is needed only for a slot that no
+                # finishing task of ours will fill.
+                if _in_flight < limit:
+                    _wake_dispatcher()
                 return
     if not inline:
         _start(executor, work, -priority)
@@ -233,16 +239,20 @@ def _finished(work: Work, future: concurrent.futures.Future[Any]) -> None:
     # or in the thread that cancelled the queued Future at pool shutdown. The
     # next ready task goes to the pool from here: the dispatcher only wakes
     # for deferred tasks, a pool full of other work, and blocked put()s.
+    # Every worker takes this lock after each task of ours: keep it short.
     global _in_flight
     following = None
+    cancelled = future.cancelled()
     with _lock:
-        _in_flight -= 1
-        if _ready and not future.cancelled():
-            negated, _, following = heapq.heappop(_ready)
-            _in_flight += 1
+        if _ready and not cancelled:
+            negated, _, following = heapq.heappop(_ready)  # its slot is this one's
+        else:
+            _in_flight -= 1
+            if _ready:
+                _wake_dispatcher()  # a slot freed that nobody else fills
         if _blocked or (_exit_waiting and not _in_flight):
             _changed.notify_all()
-    if future.cancelled():
+    if cancelled:
         _job(work).not_started(
             RuntimeError(f"{work.name} was cancelled: the djthreads pool shut down.")
         )

@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import itertools
 import logging
+import operator
 import os
 import secrets
 import threading
@@ -130,36 +131,99 @@ class _Results:
 _lock = threading.Lock()  # guards _stores, every _Results and every record's fields
 _stores: dict[str, _Results] = {}
 
-
-def _store(alias: str) -> _Results:
-    with _lock:
-        return _stores.setdefault(alias, _Results())
+# A result class's dataclass fields, and a getter of all of them at once.
+_fields: dict[type, tuple[tuple[str, ...], operator.attrgetter[Any]]] = {}
 
 
-_fields: dict[type, tuple[str, ...]] = {}  # a result class's dataclass fields
-
-
-def _snapshot(record: AnyTaskResult) -> AnyTaskResult:
-    # Callers get a copy: the worker updates the stored record, and refresh()
-    # is how Django's API says a result catches up. Field by field: copy.copy()
-    # of a frozen slotted dataclass pickles its state, several times slower.
-    cls = type(record)
-    names = _fields.get(cls)
-    if names is None:
-        names = _fields[cls] = tuple(f.name for f in dataclasses.fields(record))
+def _assemble(cls: type[AnyTaskResult], names: tuple[str, ...], values: tuple[Any, ...]) -> Any:
+    # A frozen dataclass instance from its field values, as Django's own
+    # backends set fields: object.__setattr__ (about half of TaskResult()).
     result = object.__new__(cls)
-    with _lock:
-        for name in names:
-            object.__setattr__(result, name, getattr(record, name))
-        object.__setattr__(result, "errors", list(record.errors))
-        object.__setattr__(result, "worker_ids", list(record.worker_ids))
+    for name, value in zip(names, values, strict=True):
+        object.__setattr__(result, name, value)
     return result
 
 
-def _update(record: AnyTaskResult, **fields: Any) -> None:
+def _copy(record: AnyTaskResult) -> AnyTaskResult:
+    # Callers get a copy: the worker updates the stored record, and refresh()
+    # is how Django's API says a result catches up. Field by field: copy.copy()
+    # of a frozen slotted dataclass pickles its state, several times slower.
+    # Called with _lock held.
+    cls = type(record)
+    known = _fields.get(cls)
+    if known is None:
+        names = tuple(f.name for f in dataclasses.fields(record))
+        known = _fields[cls] = (names, operator.attrgetter(*names))
+    names, values = known
+    result = _assemble(cls, names, values(record))
+    object.__setattr__(result, "errors", list(record.errors))
+    object.__setattr__(result, "worker_ids", list(record.worker_ids))
+    return cast(AnyTaskResult, result)
+
+
+def _snapshot(record: AnyTaskResult) -> AnyTaskResult:
     with _lock:
-        for name, value in fields.items():
-            object.__setattr__(record, name, value)
+        return _copy(record)
+
+
+# TaskResult's fields in the order _ready_results() gives them (Django 6 and
+# the backport alike). Should a Django version add or reorder fields, the
+# check below sends enqueue() back to the TaskResult constructor.
+_READY_FIELDS = (
+    *("task", "id", "status", "enqueued_at", "started_at", "finished_at"),
+    *("last_attempted_at", "args", "kwargs", "backend", "errors", "worker_ids"),
+    "_return_value",
+)
+_assemble_ready = tuple(f.name for f in dataclasses.fields(TaskResult)) == _READY_FIELDS
+
+
+def _ready_results(
+    task: AnyTask, args: Any, kwargs: Any, alias: str
+) -> tuple[AnyTaskResult, AnyTaskResult]:
+    """A new READY result twice: the stored record and the caller's copy.
+
+    The same values as ``TaskResult(...)`` would hold, arguments normalised
+    by the same ``normalize_json`` (raising the same errors), but assembled
+    field by field: the constructor is most of enqueue's own cost.
+    """
+    result_id = _new_id()
+    now = timezone.now()
+    if not _assemble_ready:
+        fields: dict[str, Any] = {
+            "task": task,
+            "id": result_id,
+            "status": TaskResultStatus.READY,
+            "enqueued_at": now,
+            "started_at": None,
+            "finished_at": None,
+            "last_attempted_at": None,
+            "args": args,
+            "kwargs": kwargs,
+            "backend": alias,
+        }
+        record: AnyTaskResult = TaskResult(**fields, errors=[], worker_ids=[])
+        return record, TaskResult(**fields, errors=[], worker_ids=[])
+    args = normalize_json(args) if args else []
+    kwargs = normalize_json(kwargs) if kwargs else {}
+    ready = (task, result_id, TaskResultStatus.READY, now, None, None, None, args, kwargs, alias)
+    return (
+        _assemble(TaskResult, _READY_FIELDS, (*ready, [], [], None)),
+        _assemble(TaskResult, _READY_FIELDS, (*ready, [], [], None)),
+    )
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_thread = threading.local()  # .worker_id: this pool worker's entry in worker_ids
+
+
+def _worker_id() -> str:
+    try:
+        return cast(str, _thread.worker_id)
+    except AttributeError:
+        # Per worker thread, computed once: pid:thread name. A forked child's
+        # workers are new threads, so they compute their own.
+        _thread.worker_id = f"{os.getpid()}:{threading.current_thread().name}"
+        return cast(str, _thread.worker_id)
 
 
 class _Job:
@@ -195,11 +259,12 @@ class _Job:
         """
         record = self.record
         started = timezone.now()
+        worker_id = _worker_id()
         with _lock:
             object.__setattr__(record, "status", TaskResultStatus.RUNNING)
             object.__setattr__(record, "started_at", started)
             object.__setattr__(record, "last_attempted_at", started)
-            record.worker_ids.append(f"{os.getpid()}:{threading.current_thread().name}")
+            record.worker_ids.append(worker_id)
         task = record.task
         try:
             task_started.send(sender=self.backend, task_result=record)
@@ -207,14 +272,15 @@ class _Job:
                 value = task.call(TaskContext(task_result=record), *record.args, **record.kwargs)
             else:
                 value = task.call(*record.args, **record.kwargs)
-            value = normalize_json(value)
+            if type(value) not in _SCALARS:  # returned as they are: skip the call
+                value = normalize_json(value)
         except BaseException as exc:
             self._fail(exc)
             # Sent inside the handler, as Django does: its receiver logs the
             # failure at ERROR with this exception's traceback.
             task_finished.send(sender=self.backend, task_result=record)
             raise
-        self._finish(TaskResultStatus.SUCCESSFUL, _return_value=value)
+        self._finish(TaskResultStatus.SUCCESSFUL, value)
         task_finished.send(sender=self.backend, task_result=record)
 
     def not_started(self, exc: BaseException) -> None:
@@ -238,15 +304,20 @@ class _Job:
             exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
             traceback="".join(traceback.format_exception(exc)),
         )
-        with _lock:
-            self.record.errors.append(error)
-        self._finish(TaskResultStatus.FAILED)
+        self._finish(TaskResultStatus.FAILED, None, error)
 
-    def _finish(self, status: TaskResultStatus, **fields: Any) -> None:
-        _update(self.record, status=status, finished_at=timezone.now(), **fields)
-        results = self.results
+    def _finish(
+        self, status: TaskResultStatus, value: Any, error: TaskError | None = None
+    ) -> None:
+        record, results = self.record, self.results
+        finished = timezone.now()
         with _lock:
-            results.finished[self.record.id] = None
+            if error is not None:
+                record.errors.append(error)
+            object.__setattr__(record, "_return_value", value)
+            object.__setattr__(record, "finished_at", finished)
+            object.__setattr__(record, "status", status)
+            results.finished[record.id] = None
             while len(results.finished) > self.max_results:
                 oldest, _ = results.finished.popitem(last=False)
                 results.records.pop(oldest, None)
@@ -284,11 +355,26 @@ class ThreadPoolBackend(BaseTaskBackend):
     supports_get_result = True
     supports_priority = True
 
-    def _options(self) -> dict[str, Any]:
-        errors = validate_options(self.alias, self.options)
-        if errors:
-            raise ImproperlyConfigured(" ".join(message for _, message in errors))
-        return {**DEFAULT_OPTIONS, **self.options}
+    # Set per instance: Django builds new backends when TASKS changes.
+    _checked: Mapping[str, Any] | None = None  # OPTIONS with defaults, once valid
+    _valid: tuple[AnyTask, int] | None = None  # the last task validated, at which settings
+
+    def _options(self) -> Mapping[str, Any]:
+        options = self._checked
+        if options is None:
+            errors = validate_options(self.alias, self.options)
+            if errors:
+                raise ImproperlyConfigured(" ".join(message for _, message in errors))
+            options = self._checked = {**DEFAULT_OPTIONS, **self.options}
+        return options
+
+    def _validate(self, task: AnyTask) -> None:
+        # A Task is frozen and its validity depends only on this backend and
+        # the settings, so enqueuing the same Task again (the usual case:
+        # a module-level @task) skips the check; a setting change redoes it.
+        if self._valid != (task, _settings_changes):
+            self.validate_task(task)
+            self._valid = (task, _settings_changes)
 
     def enqueue(self, task: AnyTask, args: Any, kwargs: Any) -> AnyTaskResult:
         """Queue ``task`` with ``args``/``kwargs`` and return its READY result.
@@ -296,31 +382,19 @@ class ThreadPoolBackend(BaseTaskBackend):
         Raises ImproperlyConfigured for bad OPTIONS and QueueFullError when the
         queue is full and ``DJTHREADS['ON_FULL']`` is "raise".
         """
-        self.validate_task(task)
+        self._validate(task)
         options = self._options()
         on_commit = options["ENQUEUE_ON_COMMIT"]
         if on_commit is None:
             on_commit = get_settings().ON_COMMIT
-        record: AnyTaskResult = TaskResult(
-            task=task,
-            id=_new_id(),
-            status=TaskResultStatus.READY,
-            enqueued_at=timezone.now(),
-            started_at=None,
-            finished_at=None,
-            last_attempted_at=None,
-            args=list(args),
-            kwargs=dict(kwargs),
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
-        )
-        results = _store(self.alias)
+        record, snapshot = _ready_results(task, args, kwargs, self.alias)
         with _lock:
+            results = _stores.get(self.alias)
+            if results is None:
+                results = _stores[self.alias] = _Results()
             results.records[record.id] = record
         job = _Job(record, results, options["MAX_RESULTS"], type(self))
         work = Work(job, (), {}, capture(), BACKEND, new_future(), ident=record.id)
-        snapshot = _snapshot(record)
         using = options["USING"]
         if in_transaction(on_commit, using):
             # On rollback the task never runs and its result disappears, as a
@@ -349,9 +423,11 @@ class ThreadPoolBackend(BaseTaskBackend):
 
     def _queue(self, work: Work) -> None:
         record = cast(_Job, work.fn).record
+        task = record.task
         task_enqueued.send(sender=type(self), task_result=record)
-        _taskqueue.put(work, priority=record.task.priority, run_after=record.task.run_after)
-        logger.debug("task=%s id=%s queued priority=%s", work.name, work.id, record.task.priority)
+        _taskqueue.put(work, priority=task.priority, run_after=task.run_after)
+        if logger.isEnabledFor(logging.DEBUG):  # naming the task is not free
+            logger.debug("task=%s id=%s queued priority=%s", work.name, work.id, task.priority)
 
     def get_result(self, result_id: str) -> AnyTaskResult:
         """Return a copy of the result ``result_id`` as it is now (any thread).
@@ -381,10 +457,15 @@ class ThreadPoolBackend(BaseTaskBackend):
         ]
 
 
+_settings_changes = 0  # how many settings changed: validated tasks are checked again
+
+
 @receiver(setting_changed)
 def _reset_on_settings_change(*, setting: str, **kwargs: Any) -> None:
     # A new TASKS setting builds new backends; results of the old ones go.
     # Queued tasks still run (they hold their own records).
+    global _settings_changes
+    _settings_changes += 1
     if setting == "TASKS":
         with _lock:
             _stores.clear()

@@ -15,10 +15,11 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone, translation
 
-from djthreads import QueueFullError
+from djthreads import QueueFullError, backends
 from djthreads._tasks_compat import (
     AnyTaskResult,
     InvalidTask,
+    TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
     task_backends,
@@ -139,6 +140,47 @@ def test_a_new_tasks_setting_drops_old_results(finished: Finished) -> None:
     assert task_backends["default"].get_result(result.id).return_value == 3
     with override_settings(TASKS=tasks_setting()), pytest.raises(TaskResultDoesNotExist):
         task_backends["default"].get_result(result.id)
+
+
+@pytest.mark.parametrize("assembled", [True, False], ids=["assembled", "constructor"])
+def test_the_ready_result_is_the_one_the_taskresult_constructor_makes(
+    assembled: bool, monkeypatch: pytest.MonkeyPatch, finished: Finished
+) -> None:
+    # enqueue() assembles its two READY results field by field, or, should
+    # Django's TaskResult fields change, falls back to the constructor.
+    monkeypatch.setattr(backends, "_assemble_ready", assembled)
+    result = bt.add.enqueue(2, b=3)
+    expected: AnyTaskResult = TaskResult(
+        task=bt.add,
+        id=result.id,
+        status=TaskResultStatus.READY,
+        enqueued_at=result.enqueued_at,
+        started_at=None,
+        finished_at=None,
+        last_attempted_at=None,
+        args=[2],
+        kwargs={"b": 3},
+        backend="default",
+        errors=[],
+        worker_ids=[],
+    )
+    assert result == expected
+    assert type(result.args) is list
+    finished.wait([result])
+    assert refreshed(result).return_value == 5
+    with pytest.raises(TypeError, match="Unsupported type"):
+        bt.add.enqueue(object(), 1)  # type: ignore[arg-type]
+
+
+def test_a_task_is_validated_again_after_a_settings_change(finished: Finished) -> None:
+    # enqueue() skips validating the Task it validated last, until a setting changes.
+    with override_settings(USE_TZ=False):
+        naive = bt.add.using(run_after=datetime.datetime(2000, 1, 1))
+        result = naive.enqueue(1, 2)
+        finished.wait([result])
+        assert refreshed(result).return_value == 3
+    with pytest.raises(InvalidTask, match="aware"):
+        naive.enqueue(1, 2)
 
 
 def test_failure_is_recorded_with_class_path_and_traceback(finished: Finished) -> None:
