@@ -24,7 +24,8 @@ import os
 import secrets
 import threading
 import traceback
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from django.core import checks
@@ -131,34 +132,40 @@ class _Results:
 _lock = threading.Lock()  # guards _stores, every _Results and every record's fields
 _stores: dict[str, _Results] = {}
 
-# A result class's dataclass fields, and a getter of all of them at once.
-_fields: dict[type, tuple[tuple[str, ...], operator.attrgetter[Any]]] = {}
+# TaskResult's dataclass fields, a getter of all of them at once and a setter
+# of each. A slotted dataclass (Django 6; the backport on Python >= 3.11) has a
+# member descriptor per field, whose __set__ writes a frozen field for a third
+# of object.__setattr__'s cost; copy.copy() would pickle the state, slower still.
+_FIELDS = tuple(f.name for f in dataclasses.fields(TaskResult))
+_values = operator.attrgetter(*_FIELDS)
 
 
-def _assemble(cls: type[AnyTaskResult], names: tuple[str, ...], values: tuple[Any, ...]) -> Any:
-    # A frozen dataclass instance from its field values, as Django's own
-    # backends set fields: object.__setattr__ (about half of TaskResult()).
-    result = object.__new__(cls)
-    for name, value in zip(names, values, strict=True):
-        object.__setattr__(result, name, value)
+def _setter(name: str) -> Callable[[Any, Any], None]:
+    slot = TaskResult.__dict__.get(name)
+    if isinstance(slot, types.MemberDescriptorType):
+        return slot.__set__
+    return lambda result, value: object.__setattr__(result, name, value)
+
+
+_setters = tuple(_setter(name) for name in _FIELDS)
+
+
+def _assemble(values: tuple[Any, ...]) -> AnyTaskResult:
+    # A TaskResult from its field values, set as Django's own backends set
+    # them (bypassing the frozen dataclass's __setattr__).
+    result: AnyTaskResult = object.__new__(TaskResult)
+    for set_field, value in zip(_setters, values, strict=True):
+        set_field(result, value)
     return result
 
 
 def _copy(record: AnyTaskResult) -> AnyTaskResult:
     # Callers get a copy: the worker updates the stored record, and refresh()
-    # is how Django's API says a result catches up. Field by field: copy.copy()
-    # of a frozen slotted dataclass pickles its state, several times slower.
-    # Called with _lock held.
-    cls = type(record)
-    known = _fields.get(cls)
-    if known is None:
-        names = tuple(f.name for f in dataclasses.fields(record))
-        known = _fields[cls] = (names, operator.attrgetter(*names))
-    names, values = known
-    result = _assemble(cls, names, values(record))
+    # is how Django's API says a result catches up. Called with _lock held.
+    result = _assemble(_values(record))
     object.__setattr__(result, "errors", list(record.errors))
     object.__setattr__(result, "worker_ids", list(record.worker_ids))
-    return cast(AnyTaskResult, result)
+    return result
 
 
 def _snapshot(record: AnyTaskResult) -> AnyTaskResult:
@@ -174,7 +181,7 @@ _READY_FIELDS = (
     *("last_attempted_at", "args", "kwargs", "backend", "errors", "worker_ids"),
     "_return_value",
 )
-_assemble_ready = tuple(f.name for f in dataclasses.fields(TaskResult)) == _READY_FIELDS
+_assemble_ready = _FIELDS == _READY_FIELDS
 
 
 def _ready_results(
@@ -206,10 +213,7 @@ def _ready_results(
     args = normalize_json(args) if args else []
     kwargs = normalize_json(kwargs) if kwargs else {}
     ready = (task, result_id, TaskResultStatus.READY, now, None, None, None, args, kwargs, alias)
-    return (
-        _assemble(TaskResult, _READY_FIELDS, (*ready, [], [], None)),
-        _assemble(TaskResult, _READY_FIELDS, (*ready, [], [], None)),
-    )
+    return _assemble((*ready, [], [], None)), _assemble((*ready, [], [], None))
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
