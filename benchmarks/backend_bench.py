@@ -8,6 +8,8 @@ Runs in .venv/bench-durable (Python 3.13, Django 6.1: django-tasks-local needs D
 Variants, 8 workers each, all in this process:
   submit   djthreads.submit(fn): the pool without the Tasks API (no-op tasks only)
   backend  task.enqueue() on djthreads.backends.ThreadPoolBackend
+  quiet    backend with the django.tasks logger at WARNING (no-op tasks only): what
+           Django's own task_started/task_finished receivers cost, for the record
   local    task.enqueue() on django-tasks-local's ThreadPoolBackend (MAX_WORKERS=8);
            optional: skipped with a note when the package is not installed
 Each round runs, in rotating order, NOOP_TASKS no-op tasks on every variant,
@@ -29,11 +31,14 @@ rounds of each round's ratio to submit and to local.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib.util
 import itertools
+import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from _common import emit, median, setup
@@ -107,9 +112,23 @@ TAIL = 2 * WORKERS  # still being recorded once every function ran: the last one
 class ViaBackend:
     """``task.enqueue()`` on the task's backend; finished = its result reads finished."""
 
-    def __init__(self, bound: Any) -> None:
+    def __init__(self, bound: Any, quiet: bool = False) -> None:
         self.task = bound
         self.backend = bound.get_backend()
+        self.quiet = quiet
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        # Django's task_started/task_finished receivers log at INFO on
+        # django.tasks; with Django's default LOGGING each builds a LogRecord.
+        logger = logging.getLogger("django.tasks")
+        level = logger.level
+        if self.quiet:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
 
     def enqueue(self, count: int) -> list[Any]:
         enqueue = self.task.enqueue
@@ -133,6 +152,9 @@ class ViaSubmit:
     def __init__(self, bound: Any) -> None:
         self.fn = bound.func
 
+    def scope(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
     def enqueue(self, count: int) -> list[Any]:
         submit, fn = djthreads.submit, self.fn
         return [submit(fn) for _ in range(count)]
@@ -154,6 +176,8 @@ def variants(task_name: str) -> dict[str, Variant]:
     if task_name == "noop":
         found["submit"] = ViaSubmit(fn)
     found["backend"] = ViaBackend(fn)
+    if task_name == "noop":
+        found["quiet"] = ViaBackend(fn, quiet=True)
     if LOCAL:
         found["local"] = ViaBackend(fn.using(backend="local"))
     return found
@@ -162,13 +186,14 @@ def variants(task_name: str) -> dict[str, Variant]:
 def run_round(variant: Variant, count: int) -> tuple[float, float]:
     """Return (seconds for the whole batch, seconds in the enqueue loop)."""
     countdown.arm(count)
-    start = time.perf_counter()
-    handles = variant.enqueue(count)
-    enqueued = time.perf_counter()
-    if not countdown.done.wait(300):
-        raise TimeoutError(f"{count} tasks did not run in 300 s")
-    variant.finish(handles)
-    end = time.perf_counter()
+    with variant.scope():
+        start = time.perf_counter()
+        handles = variant.enqueue(count)
+        enqueued = time.perf_counter()
+        if not countdown.done.wait(300):
+            raise TimeoutError(f"{count} tasks did not run in 300 s")
+        variant.finish(handles)
+        end = time.perf_counter()
     variant.check(handles)
     return end - start, enqueued - start
 

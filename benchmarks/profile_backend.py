@@ -32,7 +32,7 @@ TASKS = {
 setup({"MAX_QUEUE": 100_000}, tasks=TASKS)
 
 from django.tasks import task, task_backends  # noqa: E402
-from django.tasks.signals import task_enqueued  # noqa: E402
+from django.tasks.signals import task_enqueued, task_finished, task_started  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 import djthreads  # noqa: E402
@@ -154,6 +154,13 @@ figures = {
     "worker: run_into(backend task)": per_call(lambda: run_into(backend_work())),
     "worker: run_into(submit task)": per_call(lambda: run_into(submit_work())),
     "worker: building those records": per_call(backend_work),
+    # Django's own receivers log each start and finish at INFO on django.tasks.
+    "worker: task_started.send": per_call(
+        lambda: task_started.send(sender=type(backend), task_result=a_record)
+    ),
+    "worker: task_finished.send": per_call(
+        lambda: task_finished.send(sender=type(backend), task_result=a_record)
+    ),
     # End to end, 8 workers.
     "e2e: task.enqueue()": throughput(noop.enqueue),
     "e2e: djthreads.submit()": throughput(lambda: djthreads.submit(plain)),

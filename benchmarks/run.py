@@ -203,6 +203,7 @@ BACKEND_MODES = {
 BACKEND_LABELS = {
     "submit": "`djthreads.submit()`",
     "backend": "ThreadPoolBackend",
+    "quiet": "ThreadPoolBackend, django.tasks logger at WARNING",
     "local": "django-tasks-local ThreadPoolBackend",
 }
 
@@ -232,8 +233,9 @@ def backend_markdown(rows: list[dict[str, Any]]) -> list[str]:
         "(Python 3.13 + Django 6.1, .venv/bench-durable), runners in rotating order for",
         f"{rounds} rounds: wall time from the first enqueue until every result is recorded",
         "(a Future done, for submit()). Ratios are per round, median (min-max).",
-        "django-tasks-local sends no task_started/task_finished signal (Django logs each",
-        "at INFO through them) and never closes its workers' connections.",
+        "django-tasks-local sends no task_started/task_finished signal and never closes",
+        "its workers' connections; Django's own receivers of those signals log every",
+        "task's start and finish at INFO on django.tasks (the WARNING row shows their cost).",
         "",
         "| connections | task | runner | s per round | µs per task | vs submit() "
         "| vs django-tasks-local |",
