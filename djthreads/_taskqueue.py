@@ -216,6 +216,15 @@ def _hand_over(executor: DjangoExecutor, work: Work) -> None:
     try:
         executor.submit_work(work)
     except Exception as exc:
+        # The default pool may have been replaced (shutdown(), a settings
+        # change) since this thread looked it up: then the task goes there.
+        try:
+            current = get_executor()
+        except Exception:
+            current = executor
+        if current is not executor:
+            _hand_over(current, work)
+            return
         # QueueFullError (ON_FULL="raise" and the pool is full of other work)
         # or RuntimeError (the pool shut down): the task cannot start.
         _not_started(work, exc)

@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone, translation
 
+import djthreads
 from djthreads import QueueFullError, backends
 from djthreads._tasks_compat import (
     AnyTaskResult,
@@ -285,6 +286,29 @@ def test_higher_priority_overtakes_queued_lower_ones(finished: Finished) -> None
     order = [value_of(result) for result in low]
     assert value_of(high) < min(order)
     assert order == sorted(order)  # equal priorities: first come, first served
+
+
+def test_a_ready_task_runs_after_the_pool_cancels_the_one_ahead_of_it(
+    finished: Finished,
+) -> None:
+    # The only worker is busy with other work, so the first task waits in the
+    # pool's queue and the second in ours. Shutting the pool down cancels the
+    # first; the slot it held must go to the second (in the new default pool).
+    gate = threading.Event()
+    with override_settings(DJTHREADS={"MAX_WORKERS": 1}):
+        pool = djthreads.get_executor()
+        busy = pool.submit(gate.wait, 10)
+        try:
+            queued = bt.add.enqueue(1, 1)
+            waiting = bt.add.enqueue(2, 2)
+            pool.shutdown(wait=False, cancel_futures=True)
+            finished.wait([queued, waiting])
+        finally:
+            gate.set()
+        assert busy.result(timeout=10) is True
+    assert refreshed(queued).status == TaskResultStatus.FAILED
+    assert "the djthreads pool shut down" in queued.errors[0].traceback
+    assert value_of(waiting) == 4
 
 
 def test_run_after_is_honoured_without_a_thread_per_task(finished: Finished) -> None:
