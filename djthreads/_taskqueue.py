@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import datetime
-import functools
 import heapq
 import itertools
 import logging
@@ -62,6 +61,8 @@ _blocked = 0  # put() calls waiting for room
 _exit_waiting = False  # the exit drain waits for _in_flight to reach 0
 _sequence = itertools.count()  # equal priorities run first come, first served
 _dispatcher: threading.Thread | None = None
+# The Work of each Future handed to the pool and not yet done (see _watch).
+_handed: dict[concurrent.futures.Future[Any], Work] = {}
 
 
 def _job(work: Work) -> Job:
@@ -163,7 +164,7 @@ def _start(executor: DjangoExecutor, work: Work, negated: int) -> None:
         _not_started(work, exc)
         return
     if started:
-        work.future.add_done_callback(functools.partial(_finished, work))
+        _watch(work)
         return
     with _lock:
         _in_flight -= 1
@@ -229,7 +230,16 @@ def _hand_over(executor: DjangoExecutor, work: Work) -> None:
         # or RuntimeError (the pool shut down): the task cannot start.
         _not_started(work, exc)
         return
-    work.future.add_done_callback(functools.partial(_finished, work))
+    _watch(work)
+
+
+def _watch(work: Work) -> None:
+    # Called once a task is in the pool: _finished() runs when its Future is
+    # done. The callback finds the Work in _handed rather than holding it:
+    # partial(_finished, work) would make a cycle (work -> Future -> callback
+    # -> work) that only the cyclic GC can free, about twenty objects a task.
+    _handed[work.future] = work
+    work.future.add_done_callback(_finished)
 
 
 def _not_started(work: Work, exc: Exception) -> None:
@@ -243,13 +253,14 @@ def _not_started(work: Work, exc: Exception) -> None:
         work.future.set_exception(exc)
 
 
-def _finished(work: Work, future: concurrent.futures.Future[Any]) -> None:
+def _finished(future: concurrent.futures.Future[Any]) -> None:
     # Runs in the pool worker after the task (its connections already closed),
     # or in the thread that cancelled the queued Future at pool shutdown. The
     # next ready task goes to the pool from here: the dispatcher only wakes
     # for deferred tasks, a pool full of other work, and blocked put()s.
     # Every worker takes this lock after each task of ours: keep it short.
     global _in_flight
+    work = _handed.pop(future)
     following = None
     cancelled = future.cancelled()
     with _lock:
@@ -345,10 +356,11 @@ def _drain_at_exit() -> None:
 def _after_fork_in_child() -> None:
     # The dispatcher and the pool do not exist in the child and the lock may
     # have been held at fork time: start empty. The parent is untouched.
-    global _lock, _changed, _ready, _deferred, _in_flight, _dispatcher, _blocked
+    global _lock, _changed, _ready, _deferred, _in_flight, _dispatcher, _blocked, _handed
     _lock = threading.Lock()
     _changed = threading.Condition(_lock)
     _ready, _deferred, _in_flight, _dispatcher, _blocked = [], [], 0, None, 0
+    _handed = {}
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

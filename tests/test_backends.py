@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -94,6 +95,19 @@ def test_enqueue_returns_ready_result_and_runs_in_a_pool_worker(finished: Finish
     name = value_of(named)
     assert name.startswith("djthreads_")
     assert named.worker_ids[0].endswith(name)
+
+
+@pytest.mark.usefixtures("no_gc")
+def test_finished_tasks_leave_nothing_for_the_cyclic_garbage_collector(
+    finished: Finished,
+) -> None:
+    # A reference cycle per task (the Work and its Future's done-callback,
+    # say) would leave ~20 objects a task that only gc can free, a third of a
+    # no-op task's cost under load (benchmarks/backend_bench.py).
+    results = [bt.add.enqueue(n, n) for n in range(100)]
+    finished.wait(results)
+    djthreads.wait_for_tasks(timeout=10)
+    assert gc.collect() < 100
 
 
 def test_get_result_by_id_and_unknown_id(finished: Finished) -> None:
