@@ -154,7 +154,7 @@ def _assemble(values: tuple[Any, ...]) -> AnyTaskResult:
     # A TaskResult from its field values, set as Django's own backends set
     # them (bypassing the frozen dataclass's __setattr__).
     result: AnyTaskResult = object.__new__(TaskResult)
-    for set_field, value in zip(_setters, values, strict=True):
+    for set_field, value in zip(_setters, values):  # noqa: B905 (one value per field)
         set_field(result, value)
     return result
 
