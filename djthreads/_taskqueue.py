@@ -69,7 +69,7 @@ _deferred: list[tuple[datetime.datetime, int, int, Work]] = []  # (run_after, se
 _in_flight = 0  # handed to the pool and not finished
 _blocked = 0  # put() calls waiting for room
 _exit_waiting = False  # the exit drain waits for _in_flight to reach 0
-_sequence = itertools.count()  # equal priorities run first come, first served
+_sequence = itertools.count()  # deferred tasks due at the same moment: first come first
 _dispatcher: threading.Thread | None = None
 # The Work of each Future handed to the pool and not yet done (see _watch).
 _handed: dict[concurrent.futures.Future[Any], Work] = {}
@@ -319,13 +319,13 @@ def _finished(future: concurrent.futures.Future[Any]) -> None:
             RuntimeError(f"{work.name} was cancelled: the djthreads pool shut down.")
         )
     if following is not None:
-        negated, work = following
+        negated, next_work = following
         try:
             executor = get_executor()
         except Exception as exc:
-            _not_started(work, exc)
+            _not_started(next_work, exc)
             return
-        _start(executor, work, negated)
+        _start(executor, next_work, negated)
 
 
 def _help_waiter(pending: list[Work]) -> None:

@@ -294,12 +294,16 @@ def test_higher_priority_overtakes_queued_lower_ones(finished: Finished) -> None
             assert bt.started["prio"].wait(10)
             low = [bt.ordered.using(priority=-10).enqueue(f"low-{n}") for n in range(5)]
             high = bt.ordered.using(priority=10).enqueue("high")
+            middle = [bt.ordered.enqueue(f"middle-{n}") for n in range(3)]  # priority 0
         finally:
             bt.gates["prio"].set()
-        finished.wait([blocker, *low, high])
-    order = [value_of(result) for result in low]
-    assert value_of(high) < min(order)
-    assert order == sorted(order)  # equal priorities: first come, first served
+        finished.wait([blocker, *low, high, *middle])
+    lows = [value_of(result) for result in low]
+    middles = [value_of(result) for result in middle]
+    assert value_of(high) < min(middles)
+    assert max(middles) < min(lows)
+    assert lows == sorted(lows)  # equal priorities: first come, first served
+    assert middles == sorted(middles)
 
 
 def test_a_ready_task_runs_after_the_pool_cancels_the_one_ahead_of_it(
