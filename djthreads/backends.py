@@ -125,11 +125,13 @@ class _Results:
     """The results of one backend alias in this process, finished ones bounded."""
 
     def __init__(self) -> None:
-        self.records: dict[str, AnyTaskResult] = {}
+        # By result id, the _Job of every result kept: its record and the lock
+        # of the record's fields. Single dict operations, atomic: no lock.
+        self.records: dict[str, _Job] = {}
         self.finished: collections.OrderedDict[str, None] = collections.OrderedDict()
 
 
-_lock = threading.Lock()  # guards _stores' and _Results' compound updates, records' fields
+_lock = threading.Lock()  # guards _stores and every _Results.finished (order, eviction)
 _stores: dict[str, _Results] = {}
 
 # TaskResult's dataclass fields, a getter of all of them at once and a setter
@@ -161,16 +163,11 @@ def _assemble(values: tuple[Any, ...]) -> AnyTaskResult:
 
 def _copy(record: AnyTaskResult) -> AnyTaskResult:
     # Callers get a copy: the worker updates the stored record, and refresh()
-    # is how Django's API says a result catches up. Called with _lock held.
+    # is how Django's API says a result catches up. Called with the job's lock held.
     result = _assemble(_values(record))
     object.__setattr__(result, "errors", list(record.errors))
     object.__setattr__(result, "worker_ids", list(record.worker_ids))
     return result
-
-
-def _snapshot(record: AnyTaskResult) -> AnyTaskResult:
-    with _lock:
-        return _copy(record)
 
 
 # TaskResult's fields in the order _ready_results() gives them (Django 6 and
@@ -241,6 +238,11 @@ class _Job:
         backend: type[BaseTaskBackend],
     ) -> None:
         self.record = record
+        # The record's fields change in the worker and are copied by
+        # get_result(): a lock per task, which no other task's worker takes
+        # (with one for all, every worker queued behind whichever one the
+        # interpreter paused holding it).
+        self.lock = threading.Lock()
         self.results = results
         self.max_results = max_results
         self.backend = backend  # the signals' sender: the backend's own class
@@ -264,7 +266,7 @@ class _Job:
         record = self.record
         started = timezone.now()
         worker_id = _worker_id()
-        with _lock:
+        with self.lock:
             object.__setattr__(record, "status", TaskResultStatus.RUNNING)
             object.__setattr__(record, "started_at", started)
             object.__setattr__(record, "last_attempted_at", started)
@@ -299,8 +301,7 @@ class _Job:
 
     def dropped(self, why: str) -> None:
         """Forget a task that will never run (no record is kept); log why."""
-        with _lock:
-            self.results.records.pop(self.record.id, None)
+        self.results.records.pop(self.record.id, None)
         logger.warning("task=%s id=%s dropped: %s", self.name, self.record.id, why)
 
     def _fail(self, exc: BaseException) -> None:
@@ -315,12 +316,13 @@ class _Job:
     ) -> None:
         record, results = self.record, self.results
         finished = timezone.now()
-        with _lock:
+        with self.lock:
             if error is not None:
                 record.errors.append(error)
             object.__setattr__(record, "_return_value", value)
             object.__setattr__(record, "finished_at", finished)
             object.__setattr__(record, "status", status)
+        with _lock:
             results.finished[record.id] = None
             while len(results.finished) > self.max_results:
                 oldest, _ = results.finished.popitem(last=False)
@@ -329,8 +331,7 @@ class _Job:
 
 def _rolled_back(results: _Results, result_id: str, name: str) -> None:
     # Runs in whichever thread dropped the on_commit callback (the rollback).
-    with _lock:
-        results.records.pop(result_id, None)
+    results.records.pop(result_id, None)
     logger.info("task=%s id=%s dropped: its transaction rolled back", name, result_id)
 
 
@@ -396,9 +397,8 @@ class ThreadPoolBackend(BaseTaskBackend):
         if results is None:
             with _lock:
                 results = _stores.setdefault(self.alias, _Results())
-        # One dict assignment, atomic: the lock is for the workers' updates.
-        results.records[record.id] = record
         job = _Job(record, results, options["MAX_RESULTS"], type(self))
+        results.records[record.id] = job
         work = Work(job, (), {}, capture(), BACKEND, new_future(), ident=record.id)
         using = options["USING"]
         if in_transaction(on_commit, using):
@@ -413,8 +413,7 @@ class ThreadPoolBackend(BaseTaskBackend):
             try:
                 self._queue(work)
             except BaseException:
-                with _lock:
-                    results.records.pop(record.id, None)
+                results.records.pop(record.id, None)
                 raise
         return snapshot
 
@@ -440,15 +439,16 @@ class ThreadPoolBackend(BaseTaskBackend):
         Raises TaskResultDoesNotExist for an id this process never enqueued on
         this alias, or whose finished result was evicted by MAX_RESULTS.
         """
-        with _lock:
-            record = _stores.get(self.alias, _Results()).records.get(result_id)
-        if record is None:
+        results = _stores.get(self.alias)
+        job = None if results is None else results.records.get(result_id)
+        if job is None:
             raise TaskResultDoesNotExist(
                 f"No result {result_id!r} on task backend {self.alias!r} in this process: "
                 "results are kept per process, and only the last "
                 "OPTIONS['MAX_RESULTS'] finished ones."
             )
-        return _snapshot(record)
+        with job.lock:
+            return _copy(job.record)
 
     async def aget_result(self, result_id: str) -> AnyTaskResult:
         """See get_result(); no database access, so no thread hop."""
