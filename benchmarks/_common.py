@@ -72,12 +72,14 @@ def setup(
     pool: bool = False,
     pool_size: int = 8,
     conn_max_age: int | None = 0,
+    tasks: dict[str, Any] | None = None,
 ) -> None:
     """Configure Django for a benchmark process.
 
     Aliases: "default" (CONN_MAX_AGE ``conn_max_age``; Django's psycopg 3 pool
     when ``pool``) and "persistent" (CONN_MAX_AGE=None: never expires), which
-    the raw-thread baselines use.
+    the raw-thread baselines use. ``tasks`` is the TASKS setting (Django's
+    default when None).
     """
     ensure_database()
     base = {"ENGINE": "django.db.backends.postgresql", "NAME": DB_NAME, **PG}
@@ -95,6 +97,7 @@ def setup(
             "persistent": {**base, "OPTIONS": dict(options), "CONN_MAX_AGE": None},
         },
         DJTHREADS={"MAX_WORKERS": 8, "MAX_QUEUE": 100_000, **(djthreads or {})},
+        **({} if tasks is None else {"TASKS": tasks}),
     )
     django.setup()
 

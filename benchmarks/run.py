@@ -1,7 +1,7 @@
 """Run every benchmark and write benchmarks/results.{json,md,png}.
 
 Usage (``make bench`` does this after building the three bench venvs):
-    .venv/bench-pg2/bin/python benchmarks/run.py [--quick] [--only-durable]
+    .venv/bench-pg2/bin/python benchmarks/run.py [--quick] [--only-durable] [--only-backend]
 
 Each measurement runs in a fresh process: psycopg2 figures in
 .venv/bench-pg2, psycopg 3 + pool figures in .venv/bench-pg3 (Django picks
@@ -9,7 +9,8 @@ psycopg 3 whenever it is importable, so one venv cannot measure both).
 ``--quick`` shrinks every count, to check the scripts, not to quote;
 ``--only-durable`` runs and prints the durable-tasks section alone
 (.venv/bench-durable: Python 3.13, Django 6.1, django-tasks-db and the
-optional django-tasks-local-db), writing no result file.
+optional django-tasks-local-db), writing no result file; ``--only-backend``
+the same for the ThreadPoolBackend section (django-tasks-local, optional).
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ def collect() -> dict[str, Any]:
     results["memory"] = run(PG2, "memory.py", MEMORY_TASKS)[0]
     results["huey"] = run(PG2, "huey_bench.py", HUEY_TASKS)
     results["durable"] = collect_durable()
+    results["backend"] = collect_backend()
     return results
 
 
@@ -204,6 +206,85 @@ def durable_markdown(rows: list[dict[str, Any]]) -> list[str]:
         )
     elif durable is not None:
         lines.append("django-tasks-local-db is not installed: no throughput ratio.")
+    return lines
+
+
+# -- ThreadPoolBackend against django-tasks-local and submit() (backend_bench.py) --------
+
+# (tasks per round: no-op, SELECT 1; rounds), in .venv/bench-durable: django-tasks-local
+# needs Django 6.
+BACKEND_TASKS = (1_000, 200, 2) if QUICK else (5_000, 2_000, 5)
+BACKEND_MODES = {
+    "close": "psycopg2, connections closed after each task (default)",
+    "reuse": "psycopg2, REUSE_CONNECTIONS (CONN_MAX_AGE=None)",
+}
+BACKEND_LABELS = {
+    "submit": "`djthreads.submit()`",
+    "backend": "ThreadPoolBackend",
+    "quiet": "ThreadPoolBackend, django.tasks logger at WARNING",
+    "local": "django-tasks-local ThreadPoolBackend",
+}
+
+
+def collect_backend() -> list[dict[str, Any]]:
+    return [
+        figure
+        for mode in BACKEND_MODES
+        for figure in run(DURABLE, "backend_bench.py", mode, *BACKEND_TASKS)
+    ]
+
+
+def _spread(row: dict[str, Any], other: str) -> str:
+    key = f"ratio_to_{other}"
+    if key not in row:
+        return ""
+    return f"{row[key]}x ({row[key + '_min']}-{row[key + '_max']})"
+
+
+def backend_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The ThreadPoolBackend section: one row per (mode, task, runner), then the targets."""
+    noop, select, rounds = BACKEND_TASKS
+    lines = [
+        "## ThreadPoolBackend, django-tasks-local and submit()",
+        "",
+        f"{noop:,} no-op and {select:,} `SELECT 1` tasks, 8 workers each, all in one process",
+        "(Python 3.13 + Django 6.1, .venv/bench-durable), runners in rotating order for",
+        f"{rounds} rounds: wall time from the first enqueue until every result is recorded",
+        "(a Future done, for submit()). Ratios are per round, median (min-max).",
+        "django-tasks-local sends no task_started/task_finished signal and never closes",
+        "its workers' connections; Django's own receivers of those signals log every",
+        "task's start and finish at INFO on django.tasks (the WARNING row shows their cost).",
+        "",
+        "| connections | task | runner | s per round | µs per task | vs submit() "
+        "| vs django-tasks-local |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    skipped = [r for r in rows if "skipped" in r]
+    measured = {(r["mode"], r["task"], r["variant"]): r for r in rows if "skipped" not in r}
+    for (mode, task, variant), r in measured.items():
+        lines.append(
+            f"| {BACKEND_MODES[mode]} | {'no-op' if task == 'noop' else 'SELECT 1'} | "
+            f"{BACKEND_LABELS[variant]} | {r['elapsed_s']} | {r['us_per_task']} | "
+            f"{_spread(r, 'submit')} | {_spread(r, 'local')} |"
+        )
+    lines.append("")
+    if skipped:
+        lines.append(f"django-tasks-local rows skipped: {skipped[0]['skipped']}.")
+    backend = measured.get(("close", "noop", "backend"))
+    local = measured.get(("close", "noop", "local"))
+    if backend is not None and local is not None:
+        met = "met" if backend["ratio_to_local"] <= 1 else "MISSED"
+        lines.append(
+            f"Target: {noop:,} no-op tasks on ThreadPoolBackend at least as fast as "
+            f"django-tasks-local: {backend['elapsed_s']} s against {local['elapsed_s']} s, "
+            f"{_spread(backend, 'local')} ({met})."
+        )
+    if backend is not None:
+        met = "met" if backend["ratio_to_submit"] <= 2 else "MISSED"
+        lines.append(
+            f"Target: a no-op backend task <= 2x a no-op submit(): "
+            f"{_spread(backend, 'submit')} ({met})."
+        )
     return lines
 
 
@@ -319,6 +400,8 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if "durable" in results:
         lines += ["", *durable_markdown(results["durable"])]
+    if "backend" in results:
+        lines += ["", *backend_markdown(results["backend"])]
     lines += [
         "",
         "![benchmarks](results.png)",
@@ -381,6 +464,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
+    if "--only-backend" in sys.argv:
+        print("\n".join(backend_markdown(collect_backend())))
+        return
     if "--only-durable" in sys.argv:
         # Just this section (the other figures need a quiet machine for long).
         print("\n".join(durable_markdown(collect_durable())))

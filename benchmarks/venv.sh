@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build (or reuse) one benchmark venv: .venv/bench-pg2 (psycopg2),
-# .venv/bench-pg3 (psycopg 3 + pool) or .venv/bench-durable (the durable
-# comparison: Python 3.13, Django 6.1, psycopg2). Separate venvs because Django
-# picks psycopg 3 whenever it is importable, and django-tasks-local-db needs
-# Django >= 6.0. Never touches the test matrix venvs.
+# .venv/bench-pg3 (psycopg 3 + pool) or .venv/bench-durable (the Tasks
+# backend comparisons: Python 3.13, Django 6.1, psycopg2). Separate venvs
+# because Django picks psycopg 3 whenever it is importable, and
+# django-tasks-local(-db) needs Django >= 6.0. Never touches the test matrix venvs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,9 +30,11 @@ rm -rf "$venv"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q -e ".[$extras]" "$django" "$driver"
 if [[ $name == bench-durable ]]; then
-  # Optional, like huey: the comparison is skipped with a note without it.
+  # Optional, like huey: each comparison is skipped with a note without it.
   "$venv/bin/pip" install -q "django-tasks-local-db>=0.4" ||
     echo "django-tasks-local-db is not installed: its benchmark rows are skipped" >&2
+  "$venv/bin/pip" install -q "django-tasks-local>=2.0" ||
+    echo "django-tasks-local is not installed: its benchmark rows are skipped" >&2
 fi
 echo "$want" > "$stamp"
 echo "built $venv"

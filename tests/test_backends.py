@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,10 +16,12 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone, translation
 
-from djthreads import QueueFullError
+import djthreads
+from djthreads import QueueFullError, backends
 from djthreads._tasks_compat import (
     AnyTaskResult,
     InvalidTask,
+    TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
     task_backends,
@@ -94,6 +97,19 @@ def test_enqueue_returns_ready_result_and_runs_in_a_pool_worker(finished: Finish
     assert named.worker_ids[0].endswith(name)
 
 
+@pytest.mark.usefixtures("no_gc")
+def test_finished_tasks_leave_nothing_for_the_cyclic_garbage_collector(
+    finished: Finished,
+) -> None:
+    # A reference cycle per task (the Work and its Future's done-callback,
+    # say) would leave ~20 objects a task that only gc can free, a third of a
+    # no-op task's cost under load (benchmarks/backend_bench.py).
+    results = [bt.add.enqueue(n, n) for n in range(100)]
+    finished.wait(results)
+    djthreads.wait_for_tasks(timeout=10)
+    assert gc.collect() < 100
+
+
 def test_get_result_by_id_and_unknown_id(finished: Finished) -> None:
     result = bt.add.enqueue(1, 1)
     finished.wait([result])
@@ -139,6 +155,47 @@ def test_a_new_tasks_setting_drops_old_results(finished: Finished) -> None:
     assert task_backends["default"].get_result(result.id).return_value == 3
     with override_settings(TASKS=tasks_setting()), pytest.raises(TaskResultDoesNotExist):
         task_backends["default"].get_result(result.id)
+
+
+@pytest.mark.parametrize("assembled", [True, False], ids=["assembled", "constructor"])
+def test_the_ready_result_is_the_one_the_taskresult_constructor_makes(
+    assembled: bool, monkeypatch: pytest.MonkeyPatch, finished: Finished
+) -> None:
+    # enqueue() assembles its two READY results field by field, or, should
+    # Django's TaskResult fields change, falls back to the constructor.
+    monkeypatch.setattr(backends, "_assemble_ready", assembled)
+    result = bt.add.enqueue(2, b=3)
+    expected: AnyTaskResult = TaskResult(
+        task=bt.add,
+        id=result.id,
+        status=TaskResultStatus.READY,
+        enqueued_at=result.enqueued_at,
+        started_at=None,
+        finished_at=None,
+        last_attempted_at=None,
+        args=[2],
+        kwargs={"b": 3},
+        backend="default",
+        errors=[],
+        worker_ids=[],
+    )
+    assert result == expected
+    assert type(result.args) is list
+    finished.wait([result])
+    assert refreshed(result).return_value == 5
+    with pytest.raises(TypeError, match="Unsupported type"):
+        bt.add.enqueue(object(), 1)  # type: ignore[arg-type]
+
+
+def test_a_task_is_validated_again_after_a_settings_change(finished: Finished) -> None:
+    # enqueue() skips validating the Task it validated last, until a setting changes.
+    with override_settings(USE_TZ=False):
+        naive = bt.add.using(run_after=datetime.datetime(2000, 1, 1))
+        result = naive.enqueue(1, 2)
+        finished.wait([result])
+        assert refreshed(result).return_value == 3
+    with pytest.raises(InvalidTask, match="aware"):
+        naive.enqueue(1, 2)
 
 
 def test_failure_is_recorded_with_class_path_and_traceback(finished: Finished) -> None:
@@ -237,12 +294,39 @@ def test_higher_priority_overtakes_queued_lower_ones(finished: Finished) -> None
             assert bt.started["prio"].wait(10)
             low = [bt.ordered.using(priority=-10).enqueue(f"low-{n}") for n in range(5)]
             high = bt.ordered.using(priority=10).enqueue("high")
+            middle = [bt.ordered.enqueue(f"middle-{n}") for n in range(3)]  # priority 0
         finally:
             bt.gates["prio"].set()
-        finished.wait([blocker, *low, high])
-    order = [value_of(result) for result in low]
-    assert value_of(high) < min(order)
-    assert order == sorted(order)  # equal priorities: first come, first served
+        finished.wait([blocker, *low, high, *middle])
+    lows = [value_of(result) for result in low]
+    middles = [value_of(result) for result in middle]
+    assert value_of(high) < min(middles)
+    assert max(middles) < min(lows)
+    assert lows == sorted(lows)  # equal priorities: first come, first served
+    assert middles == sorted(middles)
+
+
+def test_a_ready_task_runs_after_the_pool_cancels_the_one_ahead_of_it(
+    finished: Finished,
+) -> None:
+    # The only worker is busy with other work, so the first task waits in the
+    # pool's queue and the second in ours. Shutting the pool down cancels the
+    # first; the slot it held must go to the second (in the new default pool).
+    gate = threading.Event()
+    with override_settings(DJTHREADS={"MAX_WORKERS": 1}):
+        pool = djthreads.get_executor()
+        busy = pool.submit(gate.wait, 10)
+        try:
+            queued = bt.add.enqueue(1, 1)
+            waiting = bt.add.enqueue(2, 2)
+            pool.shutdown(wait=False, cancel_futures=True)
+            finished.wait([queued, waiting])
+        finally:
+            gate.set()
+        assert busy.result(timeout=10) is True
+    assert refreshed(queued).status == TaskResultStatus.FAILED
+    assert "the djthreads pool shut down" in queued.errors[0].traceback
+    assert value_of(waiting) == 4
 
 
 def test_run_after_is_honoured_without_a_thread_per_task(finished: Finished) -> None:
