@@ -128,10 +128,29 @@ def huey_table(results: dict[str, Any]) -> list[str]:
     return _table(header, ["---", "---:", "---:", "---:"], rows)
 
 
+def _bench_run() -> Any:
+    # benchmarks/run.py itself: its chart and its backend section, fed saved results.
+    spec = importlib.util.spec_from_file_location("_djthreads_bench_run", BENCHMARKS / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def backend_table(results: dict[str, Any]) -> list[str]:
+    rows = results.get("backend")
+    if not rows:
+        return ["The ThreadPoolBackend comparison is not in this run."]
+    lines: list[str] = _bench_run().backend_markdown(rows)
+    return lines[2:]  # without its own heading: the page has one
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "overhead": overhead_table,
     "scaling": scaling_table,
     "huey": huey_table,
+    "backend": backend_table,
 }
 
 
@@ -179,7 +198,7 @@ def substitutions(results: dict[str, Any]) -> dict[str, str]:
 
 
 class BenchmarkTable(SphinxDirective):
-    """``{benchmark-table} overhead|scaling|huey``: a table of benchmarks/results.json."""
+    """``{benchmark-table} overhead|scaling|huey|backend``: a table of benchmarks/results.json."""
 
     required_arguments = 1
 
@@ -203,13 +222,8 @@ def _draw_chart(app: Sphinx) -> None:
     # only when results.json is newer than the last drawing.
     if CHART.exists() and CHART.stat().st_mtime >= RESULTS.stat().st_mtime:
         return
-    spec = importlib.util.spec_from_file_location("_djthreads_bench_run", BENCHMARKS / "run.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     CHART.parent.mkdir(exist_ok=True)
-    module.chart(load(), CHART)
+    _bench_run().chart(load(), CHART)
 
 
 def _paramspec_signature(
