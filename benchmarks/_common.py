@@ -183,6 +183,17 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def per_call(step: Callable[[], Any], calls: int, rounds: int) -> float:
+    """Median over ``rounds`` of the mean µs per call of ``step``."""
+    results = []
+    for _ in range(rounds):
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            step()
+        results.append((time.perf_counter_ns() - start) / calls / 1000)
+    return median(results)
+
+
 def max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

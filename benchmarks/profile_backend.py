@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import _common
 from _common import emit, median, setup
 
 TASKS = {
@@ -59,13 +60,7 @@ def noop() -> None:
 
 def per_call(step: Callable[[], Any], calls: int = CALLS) -> float:
     """Median over ROUNDS of the mean µs per call of ``step``."""
-    results = []
-    for _ in range(ROUNDS):
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            step()
-        results.append((time.perf_counter_ns() - start) / calls / 1000)
-    return median(results)
+    return _common.per_call(step, calls, ROUNDS)
 
 
 def held(enqueue: Callable[[], Any]) -> float:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import _common
 from _common import emit, median, setup
 
 setup({"ON_COMMIT": False, "MAX_QUEUE": 100_000})
@@ -41,13 +42,7 @@ def noop() -> None:
 
 def per_call(step: Callable[[], Any], calls: int = CALLS) -> float:
     """Median over ROUNDS of the mean µs per call of ``step``."""
-    results = []
-    for _ in range(ROUNDS):
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            step()
-        results.append((time.perf_counter_ns() - start) / calls / 1000)
-    return median(results)
+    return _common.per_call(step, calls, ROUNDS)
 
 
 def submit_path(submit: Callable[[], Any], block: Callable[[threading.Event], None]) -> float:

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 
 import djthreads
 
@@ -129,3 +129,17 @@ def run_exiting_child(script: str, *args: str, timeout: float = 40.0) -> tuple[i
             child.communicate(timeout=10)
     out, err = (rest + raw_out).decode(), raw_err.decode()
     return child.returncode, out, err
+
+
+@pytest.fixture
+def conn_max_age() -> Iterator[None]:
+    """Give the default database CONN_MAX_AGE=60 (reuse needs persistent connections)."""
+    if uses_pool():
+        pytest.skip("Django's pool needs CONN_MAX_AGE=0; the pool tests cover reuse there")
+    conf = connections.settings["default"]
+    old = conf["CONN_MAX_AGE"]
+    conf["CONN_MAX_AGE"] = 60
+    try:
+        yield
+    finally:
+        conf["CONN_MAX_AGE"] = old

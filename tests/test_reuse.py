@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.apps import apps
 from django.core import checks
@@ -17,20 +15,6 @@ from tests.conftest import held_connections, postgres_only, settled_connections,
 from tests.models import Item
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def conn_max_age() -> Iterator[None]:
-    """Give the default database CONN_MAX_AGE=60 (reuse needs persistent connections)."""
-    if uses_pool():
-        pytest.skip("Django's pool needs CONN_MAX_AGE=0; the pool test below covers reuse there")
-    conf = connections.settings["default"]
-    old = conf["CONN_MAX_AGE"]
-    conf["CONN_MAX_AGE"] = 60
-    try:
-        yield
-    finally:
-        conf["CONN_MAX_AGE"] = old
 
 
 def backend_pid() -> int:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from django.db import connection, connections
 
 from djthreads import DjangoExecutor
 from tests import tasks
-from tests.conftest import held_connections, postgres_only, settled_connections, uses_pool
+from tests.conftest import held_connections, postgres_only, settled_connections
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
 
@@ -22,20 +21,6 @@ def _workers(prefix: str) -> list[threading.Thread]:
 def has_connection() -> bool:
     """Whether this worker holds an open connection before its task queries."""
     return connection.connection is not None
-
-
-@pytest.fixture
-def persistent() -> Iterator[None]:
-    """CONN_MAX_AGE=60 on the default database, so reuse keeps connections."""
-    if uses_pool():
-        pytest.skip("Django's pool needs CONN_MAX_AGE=0")
-    conf = connections.settings["default"]
-    old = conf["CONN_MAX_AGE"]
-    conf["CONN_MAX_AGE"] = 60
-    try:
-        yield
-    finally:
-        conf["CONN_MAX_AGE"] = old
 
 
 def test_warm_up_starts_every_worker_at_once() -> None:
@@ -50,7 +35,7 @@ def test_warm_up_starts_every_worker_at_once() -> None:
         pool.shutdown(timeout=10)
 
 
-@pytest.mark.usefixtures("persistent")
+@pytest.mark.usefixtures("conn_max_age")
 def test_warm_up_with_reuse_leaves_each_worker_connected() -> None:
     pool = DjangoExecutor(3, thread_name_prefix="warm_reuse", reuse_connections=True)
     try:
