@@ -198,6 +198,13 @@ def max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def emit_steps(bench: str, figures: dict[str, float], ratio: str, over: str, under: str) -> None:
+    """Emit one line per step (µs per call), then the step ``ratio``: ``over`` / ``under``."""
+    for name, us in figures.items():
+        emit({"bench": bench, "step": name, "us_per_call": round(us, 2)})
+    emit({"bench": bench, "step": ratio, "ratio": round(figures[over] / figures[under], 2)})
+
+
 def emit(result: dict[str, Any]) -> None:
     """Write one JSON result line to stdout (the runner reads them)."""
     sys.stdout.write(json.dumps(result) + "\n")

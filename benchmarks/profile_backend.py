@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import _common
-from _common import emit, median, setup
+from _common import median, setup
 
 TASKS = {
     "default": {
@@ -160,14 +160,12 @@ figures = {
     "e2e: task.enqueue()": throughput(noop.enqueue),
     "e2e: djthreads.submit()": throughput(lambda: djthreads.submit(plain)),
 }
-for name, us in figures.items():
-    emit({"bench": "profile_backend", "step": name, "us_per_call": round(us, 2)})
-emit(
-    {
-        "bench": "profile_backend",
-        "step": "e2e ratio backend / submit",
-        "ratio": round(figures["e2e: task.enqueue()"] / figures["e2e: djthreads.submit()"], 2),
-    }
+_common.emit_steps(
+    "profile_backend",
+    figures,
+    "e2e ratio backend / submit",
+    "e2e: task.enqueue()",
+    "e2e: djthreads.submit()",
 )
 
 if "--sample" in sys.argv:

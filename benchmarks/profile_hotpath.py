@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import _common
-from _common import emit, median, setup
+from _common import median, setup
 
 setup({"ON_COMMIT": False, "MAX_QUEUE": 100_000})
 
@@ -104,14 +104,8 @@ figures = {
     "e2e raw ThreadPoolExecutor": throughput(lambda: raw.submit(noop)),
     "e2e djthreads.submit": throughput(lambda: djthreads.submit(noop)),
 }
-for name, us in figures.items():
-    emit({"bench": "hotpath", "step": name, "us_per_call": round(us, 2)})
-emit(
-    {
-        "bench": "hotpath",
-        "step": "e2e ratio",
-        "ratio": round(figures["e2e djthreads.submit"] / figures["e2e raw ThreadPoolExecutor"], 2),
-    }
+_common.emit_steps(
+    "hotpath", figures, "e2e ratio", "e2e djthreads.submit", "e2e raw ThreadPoolExecutor"
 )
 
 if "--sample" in sys.argv:
