@@ -115,11 +115,13 @@ def work_loop(
                 executor._initializer_failed()
             return
     idle = False  # this worker is counted idle (see DjangoExecutor._note_idle)
+    growing = True  # the pool may still start threads; once full-grown, it never does again
     while True:
-        if not idle:
+        if growing and not idle:
             executor = executor_reference()
             if executor is not None:
                 idle = executor._note_idle()
+                growing = executor._growing
             del executor
         work = work_queue.get()
         idle = False

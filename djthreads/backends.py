@@ -316,17 +316,20 @@ class _Job:
     ) -> None:
         record, results = self.record, self.results
         finished = timezone.now()
+        # Counted among the finished before it reads finished: a caller that
+        # saw it finished and enqueues more can never have those evict it
+        # ahead of results that finished before it.
+        with _lock:
+            results.finished[record.id] = None
+            while len(results.finished) > self.max_results:
+                oldest, _ = results.finished.popitem(last=False)
+                results.records.pop(oldest, None)
         with self.lock:
             if error is not None:
                 record.errors.append(error)
             object.__setattr__(record, "_return_value", value)
             object.__setattr__(record, "finished_at", finished)
             object.__setattr__(record, "status", status)
-        with _lock:
-            results.finished[record.id] = None
-            while len(results.finished) > self.max_results:
-                oldest, _ = results.finished.popitem(last=False)
-                results.records.pop(oldest, None)
 
 
 def _rolled_back(results: _Results, result_id: str, name: str) -> None:

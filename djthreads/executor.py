@@ -230,15 +230,54 @@ class DjangoExecutor(concurrent.futures.Executor):
         For implementors (the Tasks backend's queue): never blocks, never runs
         the work inline, queues nothing when it returns False. Raises
         BrokenThreadPool or RuntimeError when the pool cannot take work at all.
+
+        Runs in the calling thread, often a worker whose task just freed a
+        slot: a full-grown pool then hands that slot on without the
+        submitters' lock, which every worker taking per hand-over made the
+        backend's most contended lock.
         """
         if self._pid != _pid or _worker.exiting:
             return False  # submit_work() says why
+        if not (self._growing or self._closed()) and self._take_freed():
+            self._place(work)
+            if self._closed():
+                self._take_back(work)  # shutdown() ran meanwhile: queued too late?
+            return True
         with self._lock:
             self._check_open()
             if self._used >= self._capacity and not self._reclaim():
                 return False
             self._enqueue(work)
             return True
+
+    def _closed(self) -> bool:
+        # Read without the lock: shut down (or exiting) or broken.
+        return self._shutdown or self._broken is not False
+
+    def _take_freed(self) -> bool:
+        # Without the lock: take a slot a worker freed, if one is waiting in
+        # _freed; it stays counted in _used, now for the caller's work.
+        freed = self._freed
+        if freed.empty():
+            return False
+        try:
+            token = freed.get_nowait()
+        except queue.Empty:
+            return False  # a submitter took it first
+        if not token:
+            freed.put(False)  # a wake-up is for the blocked submitters
+        return token
+
+    def _take_back(self, work: Work) -> None:
+        # offer() placed work without the lock and then saw the pool shut
+        # down (or break). Work queued before shutdown()'s sentinel runs as
+        # usual; if it is still unclaimed here, it may sit behind the
+        # sentinel, so it is claimed back and refused, never left unrun.
+        if self._queued.pop(work.number, None) is None:
+            return  # a worker runs it, or shutdown(cancel_futures=True) cancelled it
+        _account.end(work)
+        self._release_slot()
+        self._check_open()
 
     def _reclaim(self) -> bool:
         # Called with self._lock held when the count says full: take back the
@@ -258,6 +297,14 @@ class DjangoExecutor(concurrent.futures.Executor):
     def _enqueue(self, work: Work) -> None:
         # Called with self._lock held and a slot free.
         self._used += 1
+        self._place(work)
+        if self._idle_workers or self._growing:
+            self._adjust_thread_count()
+
+    def _place(self, work: Work) -> None:
+        # Put work, with its slot counted, where a worker (or a helping
+        # waiter, or shutdown) claims it. Setting a dict key and putting on a
+        # SimpleQueue are atomic: no lock needed.
         work.owner = self
         work.state = QUEUED
         future = work.future
@@ -267,8 +314,6 @@ class DjangoExecutor(concurrent.futures.Executor):
         self._queued[work.number] = work
         _account.add(work)
         self._queue.put(work)
-        if self._idle_workers or self._growing:
-            self._adjust_thread_count()
 
     def _check_open(self) -> None:
         if self._broken:

@@ -15,7 +15,10 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import override_settings
 
 import djthreads
-from djthreads import DjangoExecutor, QueueFullError
+from djthreads import DjangoExecutor, QueueFullError, _account
+from djthreads._account import EXECUTOR, Work
+from djthreads._run import capture
+from djthreads._worker import new_future
 from tests import tasks
 from tests.conftest import settled_connections
 
@@ -109,6 +112,58 @@ def test_blocked_submitters_each_get_a_freed_slot_or_a_refusal_at_shutdown() -> 
     assert outcomes == ["cannot schedule new futures after shutdown"] * 2
     release.set()
     assert held.result(10) is True
+    pool.shutdown(timeout=10)
+
+
+def _work(fn: object, *args: object) -> Work:
+    # A task record as the Tasks backend's queue builds one for offer().
+    return Work(fn, args, {}, capture(), EXECUTOR, new_future())  # type: ignore[arg-type]
+
+
+def test_offer_takes_a_free_slot_or_returns_false_and_queues_nothing() -> None:
+    pool = DjangoExecutor(2, max_queue=0, on_full="block")
+    try:
+        release = threading.Event()
+        held = [pool.submit(tasks.wait_for, release) for _ in range(2)]  # full-grown, full
+        refused = _work(tasks.add, 1, 1)
+        assert pool.offer(refused) is False
+        assert refused.owner is None
+        assert not refused.future.done()
+        release.set()
+        assert [future.result(10) for future in held] == [True, True]
+        # The freed slots are handed on (without the submitters' lock).
+        offered = [_work(tasks.add, n, 1) for n in range(2)]
+        assert [pool.offer(work) for work in offered] == [True, True]
+        assert [work.future.result(10) for work in offered] == [1, 2]
+        assert pool.submit(tasks.add, 2, 2).result(10) == 4  # the count is still right
+    finally:
+        pool.shutdown(timeout=10)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.offer(_work(tasks.noop))
+
+
+class _ShutsDownWhileOffering(DjangoExecutor):
+    # shutdown() runs after offer() found the pool open and before it queues
+    # the work without the lock: the work lands behind shutdown's sentinel.
+    def _place(self, work: Work) -> None:
+        if work.fn is tasks.add:
+            self.shutdown(wait=False)
+        super()._place(work)
+
+
+def test_offer_racing_shutdown_refuses_the_task_rather_than_leave_it_unrun() -> None:
+    pool = _ShutsDownWhileOffering(1, max_queue=0, on_full="block")
+    release = threading.Event()
+    first = pool.submit(tasks.wait_for, release)  # full-grown, its slot held
+    release.set()
+    assert first.result(10) is True  # its slot is freed: offer() takes it lock-free
+    late = _work(tasks.add, 1, 1)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.offer(late)
+    # Claimed back: not queued, not outstanding; the caller settles its Future.
+    assert not pool._queued
+    assert late.number not in {work.number for work in _account.outstanding()}
+    assert not late.future.done()
     pool.shutdown(timeout=10)
 
 
