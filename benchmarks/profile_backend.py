@@ -42,8 +42,8 @@ from djthreads._account import BACKEND, Work  # noqa: E402
 from djthreads._dispatch import in_transaction  # noqa: E402
 from djthreads._run import capture, run_into  # noqa: E402
 from djthreads._tasks_compat import TaskResult, TaskResultStatus  # noqa: E402
+from djthreads._worker import new_future  # noqa: E402
 from djthreads.conf import get_settings  # noqa: E402
-from djthreads.executor import new_future  # noqa: E402
 
 CALLS = 20_000
 ROUNDS = 5

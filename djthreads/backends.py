@@ -128,10 +128,16 @@ class _Results:
         # By result id, the _Job of every result kept: its record and the lock
         # of the record's fields. Single dict operations, atomic: no lock.
         self.records: dict[str, _Job] = {}
-        self.finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Finished result ids, oldest first. A worker appends its own and
+        # evicts at most one, the oldest, only while there are more than
+        # MAX_RESULTS: each eviction pays for an append made before it, so the
+        # store never drops below MAX_RESULTS finished results. Appending and
+        # popping a deque are atomic, so no lock: one for all made every
+        # worker queue behind whichever one the interpreter paused holding it.
+        self.finished: collections.deque[str] = collections.deque()
 
 
-_lock = threading.Lock()  # guards _stores and every _Results.finished (order, eviction)
+_lock = threading.Lock()  # guards _stores
 _stores: dict[str, _Results] = {}
 
 # TaskResult's dataclass fields, a getter of all of them at once and a setter
@@ -319,11 +325,10 @@ class _Job:
         # Counted among the finished before it reads finished: a caller that
         # saw it finished and enqueues more can never have those evict it
         # ahead of results that finished before it.
-        with _lock:
-            results.finished[record.id] = None
-            while len(results.finished) > self.max_results:
-                oldest, _ = results.finished.popitem(last=False)
-                results.records.pop(oldest, None)
+        order = results.finished
+        order.append(record.id)
+        if len(order) > self.max_results:
+            results.records.pop(order.popleft(), None)
         with self.lock:
             if error is not None:
                 record.errors.append(error)

@@ -154,6 +154,21 @@ def test_finished_results_are_bounded_per_alias(finished: Finished) -> None:
         assert all(result.is_finished for result in kept)
 
 
+def test_concurrent_finishes_keep_exactly_max_results(finished: Finished) -> None:
+    # Workers record and evict without a lock: each evicts at most one
+    # result, only while more than MAX_RESULTS are kept, so finishing side
+    # by side never leaves fewer (or more) than MAX_RESULTS.
+    with override_settings(TASKS=tasks_setting(MAX_RESULTS=20)):
+        results = [bt.add.enqueue(n, 1) for n in range(400)]
+        finished.wait(results)
+        kept = []
+        for result in results:
+            with contextlib.suppress(TaskResultDoesNotExist):
+                kept.append(task_backends["default"].get_result(result.id))
+        assert len(kept) == 20
+        assert all(result.is_finished for result in kept)
+
+
 def test_a_new_tasks_setting_drops_old_results(finished: Finished) -> None:
     result = bt.add.enqueue(1, 2)
     finished.wait([result])
