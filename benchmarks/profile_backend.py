@@ -8,8 +8,9 @@ Enqueuing thread: each step of ``ThreadPoolBackend.enqueue`` timed alone over
 many calls, then the whole ``task.enqueue()`` with every worker held (so only
 the enqueuing thread works) against ``djthreads.submit``. Worker: a backend
 task's whole run in this thread (``run_into``: signals, result recording,
-connection check) against a submit task's. Then end-to-end throughput of
-both with 8 workers. Prints one JSON line per figure (µs per call). A
+connection check) against a submit task's. Then 8 workers draining queued
+backend tasks, with Django's signal lock and (an experiment) without it, and
+end-to-end throughput of both with 8 workers. Prints one JSON line per figure (µs per call). A
 developer's tool: ``make bench`` does not run it.
 """
 
@@ -91,6 +92,35 @@ def throughput(enqueue: Callable[[], Any]) -> float:
     return median(results)
 
 
+def drain(caching: bool, tasks: int = 5000) -> float:
+    """µs per task for 8 workers to run ``tasks`` backend tasks queued behind them.
+
+    With ``caching``, Django's task_started/task_finished look their
+    receivers up without the signal's lock, as a Signal(use_caching=True)
+    does: an experiment to show what that lock costs, not a setting.
+    """
+    signals = (task_started, task_finished)
+    saved = [(signal.use_caching, signal.sender_receivers_cache) for signal in signals]
+    for signal in signals:
+        signal.use_caching, signal.sender_receivers_cache = caching, {}
+    try:
+        results = []
+        for _ in range(ROUNDS):
+            release = threading.Event()
+            for _ in range(8):
+                djthreads.submit(release.wait)
+            for _ in range(tasks):
+                noop.enqueue()
+            start = time.perf_counter_ns()
+            release.set()
+            djthreads.wait_for_tasks(timeout=60)
+            results.append((time.perf_counter_ns() - start) / tasks / 1000)
+        return median(results)
+    finally:
+        for signal, (use_caching, cache) in zip(signals, saved, strict=True):
+            signal.use_caching, signal.sender_receivers_cache = use_caching, cache
+
+
 backend = task_backends["default"]
 results = backends._stores.setdefault("default", backends._Results())
 
@@ -156,6 +186,10 @@ figures = {
     "worker: task_finished.send": per_call(
         lambda: task_finished.send(sender=type(backend), task_result=a_record)
     ),
+    # 8 workers draining queued tasks: Django's signals take their lock per
+    # send; the same without it (an experiment: receiver caching forced on).
+    "drain: 8 workers, queued backend tasks": drain(caching=False),
+    "drain: the same, signals without their lock": drain(caching=True),
     # End to end, 8 workers.
     "e2e: task.enqueue()": throughput(noop.enqueue),
     "e2e: djthreads.submit()": throughput(lambda: djthreads.submit(plain)),
