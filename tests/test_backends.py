@@ -142,14 +142,20 @@ def test_aenqueue_aget_result_and_arefresh(finished: Finished) -> None:
     assert fetched.return_value == 42
 
 
+def _still_kept(results: list[AnyTaskResult]) -> list[AnyTaskResult]:
+    """The results the default backend still holds, fetched fresh."""
+    kept = []
+    for result in results:
+        with contextlib.suppress(TaskResultDoesNotExist):
+            kept.append(task_backends["default"].get_result(result.id))
+    return kept
+
+
 def test_finished_results_are_bounded_per_alias(finished: Finished) -> None:
     with override_settings(TASKS=tasks_setting(MAX_RESULTS=3)):
         results = [bt.ordered.enqueue(str(n)) for n in range(5)]
         finished.wait(results)
-        kept = []
-        for result in results:
-            with contextlib.suppress(TaskResultDoesNotExist):
-                kept.append(task_backends["default"].get_result(result.id))
+        kept = _still_kept(results)
         assert len(kept) == 3
         assert all(result.is_finished for result in kept)
 
@@ -161,10 +167,7 @@ def test_concurrent_finishes_keep_exactly_max_results(finished: Finished) -> Non
     with override_settings(TASKS=tasks_setting(MAX_RESULTS=20)):
         results = [bt.add.enqueue(n, 1) for n in range(400)]
         finished.wait(results)
-        kept = []
-        for result in results:
-            with contextlib.suppress(TaskResultDoesNotExist):
-                kept.append(task_backends["default"].get_result(result.id))
+        kept = _still_kept(results)
         assert len(kept) == 20
         assert all(result.is_finished for result in kept)
 
