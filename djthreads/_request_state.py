@@ -21,13 +21,13 @@ from django.utils import timezone, translation
 # with the same state; reading it through Django's accessors costs asgiref's
 # lock four times, comparing the Locals' contents a fraction of that.
 _last = threading.local()
-_generation = 0  # bumped on every setting_changed: LANGUAGE_CODE, TIME_ZONE, ROOT_URLCONF...
+generation = 0  # bumped on every setting_changed: LANGUAGE_CODE, TIME_ZONE, ROOT_URLCONF...
 
 
 @receiver(setting_changed)
 def _forget_on_settings_change(**kwargs: Any) -> None:
-    global _generation
-    _generation += 1
+    global generation
+    generation += 1
 
 
 class RequestState:
@@ -71,11 +71,11 @@ class RequestState:
             list(storage.items()) if type(storage) is dict else storage for storage in storages
         ]
         last = getattr(_last, "entry", None)
-        if last is not None and last[1] == _generation and last[0] == contents:
+        if last is not None and last[1] == generation and last[0] == contents:
             state: RequestState = last[2]
             return state
         state = cls.capture()
-        _last.entry = (contents, _generation, state)
+        _last.entry = (contents, generation, state)
         return state
 
     @classmethod

@@ -333,7 +333,7 @@ def _help_waiter(pending: list[Work]) -> None:
     # djthreads._account.wait() from a worker of the default pool: run the
     # ready backend tasks it waits for here. With every worker busy waiting,
     # the dispatcher could never hand them over.
-    if getattr(worker_state, "queued", None) is not get_executor()._queued:
+    if worker_state.queued is not get_executor()._queued:
         return
     wanted = {work.number for work in pending if work.kind == BACKEND}
     if not wanted:

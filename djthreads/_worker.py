@@ -24,9 +24,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("djthreads")
 
-# .queued: the claim table of the pool this thread works for;
-# .reuse: that pool keeps connections between tasks (the test helpers ask).
-worker_state = threading.local()
+
+class _WorkerState(threading.local):
+    # Class defaults: every thread that waits on a Future reads .queued, and
+    # a missing attribute of a threading.local costs a raised AttributeError.
+    queued: dict[int, Work] | None = None  # the claim table of the pool this thread works for
+    reuse = False  # that pool keeps connections between tasks (the test helpers ask)
+
+
+worker_state = _WorkerState()
 
 # Set once the exit drain begins (djthreads.executor): from then on only
 # running tasks may submit (their work runs inline), as the stdlib refuses
@@ -49,7 +55,7 @@ class TaskFuture(concurrent.futures.Future[Any]):
 
     def _help(self) -> None:
         table = self._djthreads_queued
-        mine: dict[int, Work] | None = getattr(worker_state, "queued", None)
+        mine = worker_state.queued
         if table is not None and table is mine:
             work = table.pop(self._djthreads_number, None)  # claim it, or someone did
             if work is not None:
@@ -74,7 +80,7 @@ TaskFuture.__name__ = "Future"
 def _help_waiter(pending: list[Work]) -> None:
     # djthreads._account.wait() from a pool worker: run the queued work of
     # this worker's own pool here, so the wait cannot deadlock on it.
-    table = getattr(worker_state, "queued", None)
+    table = worker_state.queued
     if table is None:
         return
     for work in pending:

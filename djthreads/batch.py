@@ -251,8 +251,7 @@ def _run_all(
                     return  # the failure callback has already cancelled the window
                 window.append((future, len(part) if size > 1 else 1))
             future.add_done_callback(batch.on_done)
-            # A Context can be entered by one thread at a time: one copy per part.
-            executor.submit_work(Work(run, (part,), {}, base.copy(), EXECUTOR, future))
+            executor.submit_work(Work(run, (part,), {}, base, EXECUTOR, future))
         if batch.stopped() or not window:
             return
         head, count = window[0]

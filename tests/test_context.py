@@ -298,3 +298,23 @@ def test_each_submit_sees_the_state_as_it_is_then_in_the_same_thread() -> None:
         {"language": "en", "timezone": utc, "script_prefix": "/"},
         {"language": "fr", "timezone": utc, "script_prefix": "/"},
     ]
+
+
+def test_each_task_gets_the_very_objects_its_submitter_holds() -> None:
+    # Tasks submitted from an unchanged context share one snapshot of it: a
+    # value replaced by an equal but distinct object is a change all the same.
+    first, second = "".join(["req", "-8"]), "".join(["req", "-8"])
+    assert first == second
+    assert first is not second
+
+    def sequence() -> list[str]:
+        tasks.request_id.set(first)
+        seen = [djthreads.submit(tasks.current_request_id).result(10)]
+        seen.append(djthreads.submit(tasks.current_request_id).result(10))
+        tasks.request_id.set(second)
+        seen.append(djthreads.submit(tasks.current_request_id).result(10))
+        return seen
+
+    seen = in_fresh_context(sequence)
+    assert [value is first for value in seen] == [True, True, False]
+    assert seen[2] is second

@@ -157,7 +157,7 @@ class ConnectionWatch:
         thread = threading.current_thread()
         if thread is self._thread:
             return
-        reuse = bool(getattr(worker_state, "reuse", False))
+        reuse = worker_state.reuse
         with self._lock:
             self._opened[id(connection)] = _Opened(connection, thread, reuse)
 
