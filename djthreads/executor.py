@@ -201,7 +201,7 @@ class DjangoExecutor(concurrent.futures.Executor):
             # Full. Waiting for a slot from inside one of our workers can
             # deadlock (every worker waiting on tasks queued behind it), so
             # such a task runs right here.
-            inline = getattr(worker_state, "queued", None) is self._queued
+            inline = worker_state.queued is self._queued
             if not inline and self.on_full == "raise":
                 raise QueueFullError(
                     f"The djthreads pool is full ({self.max_workers} tasks running, "
@@ -255,8 +255,9 @@ class DjangoExecutor(concurrent.futures.Executor):
         return self._shutdown or self._broken is not False
 
     def _take_freed(self) -> bool:
-        # Without the lock: take a slot a worker freed, if one is waiting in
-        # _freed; it stays counted in _used, now for the caller's work.
+        # Take one slot a worker freed, if one is waiting in _freed; it stays
+        # counted in _used, for the caller to use or uncount. Needs no lock:
+        # offer() calls it without, _reclaim() with the lock held.
         freed = self._freed
         if freed.empty():
             return False
@@ -282,16 +283,10 @@ class DjangoExecutor(concurrent.futures.Executor):
     def _reclaim(self) -> bool:
         # Called with self._lock held when the count says full: take back the
         # slots workers freed since; return True when one is free now.
-        freed = self._freed
-        try:
-            for _ in range(freed.qsize()):
-                if freed.get_nowait():
-                    self._used -= 1
-                else:
-                    freed.put(False)  # a wake-up is for the blocked submitters
-                    break
-        except queue.Empty:
-            pass  # a blocked submitter took one meanwhile
+        for _ in range(self._freed.qsize()):
+            if not self._take_freed():
+                break  # a wake-up for the blocked submitters, or none left
+            self._used -= 1
         return self._used < self._capacity
 
     def _enqueue(self, work: Work) -> None:
