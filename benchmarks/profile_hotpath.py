@@ -1,20 +1,24 @@
 """Where a no-op task's time goes: perf_counter_ns per step, both threads.
 
-Usage: python benchmarks/profile_hotpath.py [--sample]
-  (``make bench`` runs it as part of the benchmarks; ``--sample`` adds a
-  pyinstrument sampling profile of the submitting thread and of one worker.)
+Usage: cd benchmarks && ../.venv/bench-pg2/bin/python profile_hotpath.py [--sample]
+  (run by hand, not by ``make bench``; ``--sample`` adds a pyinstrument
+  sampling profile of the submitting thread and of one worker.)
 
 Submitter: each step of ``djthreads.submit`` (ON_COMMIT=False) timed alone
 over many calls, and the whole submit with every worker blocked (so only the
 submit path is measured) against ``ThreadPoolExecutor.submit``. Worker: the
 task's own path (``run_task`` of a no-op Work) against a bare call. Then the
-end-to-end no-op throughput of both pools with 8 workers. Prints one JSON line
-per figure (µs per call).
+end-to-end no-op throughput of both pools with 8 workers, with the cyclic
+garbage collector on and off, and the objects it tracks per queued task: a
+queued task's objects are walked by every collection until it runs, which
+made most of what a no-op task cost over the raw pool. Prints one JSON line
+per figure (µs per call; objects per task).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import sys
 import threading
 import time
@@ -85,6 +89,27 @@ def hold_djthreads(release: threading.Event) -> None:
         djthreads.submit(release.wait)
 
 
+def tracked_per_task(submit: Callable[[], Any], block: Callable[[threading.Event], None]) -> float:
+    """Objects the cyclic GC tracks per queued task, every worker held."""
+    release = threading.Event()
+    block(release)
+    gc.collect()
+    before = len(gc.get_objects())
+    futures = [submit() for _ in range(1000)]
+    queued = len(gc.get_objects())
+    release.set()
+    concurrent.futures.wait(futures, 60)
+    return (queued - before) / 1000
+
+
+def without_gc(measure: Callable[[], float]) -> float:
+    gc.disable()
+    try:
+        return measure()
+    finally:
+        gc.enable()
+
+
 work = _account.Work(noop, (), {}, capture(), _account.POOL, new_future())
 figures = {
     # The submitter's steps, each alone.
@@ -103,6 +128,12 @@ figures = {
     # End to end, 8 workers each.
     "e2e raw ThreadPoolExecutor": throughput(lambda: raw.submit(noop)),
     "e2e djthreads.submit": throughput(lambda: djthreads.submit(noop)),
+    # The same with the cyclic GC off: what is left is the work itself.
+    "e2e raw, gc off": without_gc(lambda: throughput(lambda: raw.submit(noop))),
+    "e2e djthreads, gc off": without_gc(lambda: throughput(lambda: djthreads.submit(noop))),
+    # Objects per queued task (not µs): each is walked by every collection while queued.
+    "tracked objects, raw": tracked_per_task(lambda: raw.submit(noop), hold_raw),
+    "tracked objects, djthreads": tracked_per_task(lambda: djthreads.submit(noop), hold_djthreads),
 }
 _common.emit_steps(
     "hotpath", figures, "e2e ratio", "e2e djthreads.submit", "e2e raw ThreadPoolExecutor"
