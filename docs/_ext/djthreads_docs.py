@@ -166,7 +166,7 @@ def substitutions(results: dict[str, Any]) -> dict[str, str]:
             by[(mode, task, "raw")]["us_per_task"]
         )
 
-    noop = [cost(mode, "noop") for mode in MODES]
+    noop = [float(by[(mode, "noop", "djthreads")]["ratio"]) for mode in MODES]
     repeated = sorted({r["workers"] for r in results["scaling"] if r["rounds"] > 1})
     rounds = max(r["rounds"] for r in results["scaling"])
     return {
@@ -180,7 +180,7 @@ def substitutions(results: dict[str, Any]) -> dict[str, str]:
         "bench_close_ms": f"{cost('close', 'select1') / 1000:.1f}",
         "bench_reuse_ratio": f"{by[('reuse', 'select1', 'djthreads')]['ratio']}{TIMES}",
         "bench_pool_ratio": f"{by[('pool', 'select1', 'djthreads')]['ratio']}{TIMES}",
-        "bench_noop_us": f"{min(noop):.0f}{DASH}{max(noop):.0f}",
+        "bench_noop_ratio": f"{min(noop):.2f}{DASH}{max(noop):.2f}{TIMES}",
         "bench_n": f"{first['n']}",
         "bench_latency_ms": f"{first['latency_ms']:g}",
         "bench_overhead_rounds": f"{results['overhead'][0]['rounds']}",
