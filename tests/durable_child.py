@@ -12,7 +12,8 @@ defer N MS enqueue N stamp tasks due in MS milliseconds, print their ids, exit
 run        enqueue add(2, 3) and wait until it finished, print its id, exit
 exit       enqueue record_after_stdin (running when the main thread ends, it
            waits for the line sent then), record and a deferred stamp
-           behind it; print "main thread done"; exit
+           behind it; print "main thread done"; exit, printing "claiming
+           stopped" once the exit stops claiming
 stuck      enqueue stuck(600), wait until it runs, print "main thread done", exit
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import sys
 import threading
@@ -90,7 +92,20 @@ def run() -> None:
     emit(id=added.id)
 
 
+class _SayWhenClaimingStops(logging.Handler):
+    # The test sends "go" (the gate may finish) only once the exit has
+    # stopped this process claiming: the main thread's end comes before the
+    # exit hooks, and a gate finished in between would free the worker for
+    # "behind".
+    def emit(self, record: logging.LogRecord) -> None:
+        if "claims no more" in record.getMessage():
+            print("claiming stopped", flush=True)
+
+
 def exit_with_a_task_running() -> None:
+    durable_logger = logging.getLogger("djthreads.durable")
+    durable_logger.addHandler(_SayWhenClaimingStops(logging.DEBUG))
+    durable_logger.setLevel(logging.DEBUG)
     gate = dt.record_after_stdin.using(priority=10).enqueue("gate")
     wait_until(lambda: running(gate.id), "the gate task running")
     behind = dt.record.enqueue("behind")

@@ -257,7 +257,10 @@ def test_exit_finishes_the_running_task_and_leaves_the_rest_ready(
     ids = child.line()
     assert child.process.stdout is not None
     assert child.process.stdout.readline() == "main thread done\n"
-    child.send("go")  # the interpreter is exiting: the running task may finish
+    # The exit stopped claiming: the running task may finish, and nothing
+    # behind it may start.
+    assert child.process.stdout.readline() == "claiming stopped\n"
+    child.send("go")
     code, err = child.finish()
     assert code == 0, err
     assert DBTaskResult.objects.get(pk=ids["gate"]).status == "SUCCESSFUL"

@@ -125,6 +125,11 @@ def stop_all(timeout: float | None = None) -> None:
     deadline = time.monotonic() + timeout
     for dispatcher in dispatchers:
         dispatcher.stop_claiming()
+        logger.debug(
+            "stop: durable backend=%s claims no more; its running tasks get %gs",
+            dispatcher.alias,
+            timeout,
+        )
     for dispatcher in dispatchers:
         try:
             _settle(dispatcher, deadline, timeout)
