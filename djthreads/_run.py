@@ -317,13 +317,14 @@ def _left_behind(conn: BaseDatabaseWrapper) -> str | None:
 
 
 def _driver_left_behind(raw: Any) -> str | None:
-    info = getattr(raw, "info", None)
+    # psycopg2 first: its .info builds a new ConnectionInfo on every read.
     if hasattr(raw, "get_transaction_status"):  # psycopg2
         status = int(raw.get_transaction_status())
-    elif info is not None and hasattr(info, "transaction_status"):  # psycopg 3
+    else:
+        info: Any = getattr(raw, "info", None)  # psycopg 3
+        if not hasattr(info, "transaction_status"):  # sqlite3 and others
+            return "a transaction open" if getattr(raw, "in_transaction", False) else None
         status = int(info.transaction_status)
-    else:  # sqlite3 and others
-        return "a transaction open" if getattr(raw, "in_transaction", False) else None
     # Both drivers: 0 idle, 1 active, 2 in transaction, 3 in error, 4 unknown (bad connection).
     if status == 0:
         return None
