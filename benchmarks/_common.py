@@ -57,6 +57,27 @@ def _libpq() -> dict[str, str]:
     return {"host": PG["HOST"], "port": PG["PORT"], "user": PG["USER"]}
 
 
+def settle_postgres(limit_s: float = 120.0) -> float:
+    """Checkpoint, then wait until no autovacuum worker runs; return the seconds waited.
+
+    A previous run's durable benchmarks leave thousands of dead rows: the
+    checkpoint and the vacuum that follow would otherwise land in the next
+    run's measurements, on the same two cores. Waits at most ``limit_s``.
+    """
+    start = time.monotonic()
+    conn = raw_connect("postgres")
+    cur = conn.cursor()
+    cur.execute("CHECKPOINT")
+    vacuums = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+    while time.monotonic() - start < limit_s:
+        cur.execute(vacuums)
+        if cur.fetchone()[0] == 0:
+            break
+        time.sleep(0.5)
+    conn.close()
+    return round(time.monotonic() - start, 1)
+
+
 def ensure_database() -> None:
     conn = raw_connect("postgres")
     cur = conn.cursor()

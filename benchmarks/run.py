@@ -32,7 +32,7 @@ PG3 = ROOT / ".venv" / "bench-pg3" / "bin" / "python"
 DURABLE = ROOT / ".venv" / "bench-durable" / "bin" / "python"
 
 QUICK = "--quick" in sys.argv
-OVERHEAD_ROUNDS = 2 if QUICK else 9
+OVERHEAD_ROUNDS = 2 if QUICK else 15
 N, LATENCY_MS = (64, 20) if QUICK else (640, 50)
 WORKERS = [1, 4, 8, 16, 32]
 SCALING_ROUNDS = 1 if QUICK else 3  # for W >= 16; fewer workers take long and vary little
@@ -85,6 +85,15 @@ def run(python: Path, *argv: object) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
+def settle() -> float:
+    """Let PostgreSQL finish background work before a measurement (seconds waited)."""
+    code = "import sys; sys.path.insert(0, '.'); import _common as c; print(c.settle_postgres())"
+    out = subprocess.run(
+        [str(PG2), "-c", code], check=True, capture_output=True, text=True, cwd=HERE
+    )
+    return float(out.stdout)
+
+
 def machine() -> dict[str, Any]:
     model = "unknown CPU"
     try:
@@ -122,8 +131,11 @@ def machine() -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine(), "overhead": [], "scaling": []}
+    settled = []
     for mode, python in (("close", PG2), ("reuse", PG2), ("pool", PG3)):
+        settled.append(settle())
         results["overhead"] += run(python, "overhead.py", mode, OVERHEAD_ROUNDS)
+    results["machine"]["pg_settle_s"] = settled
     plans = [
         (label, python, approach, workers, ())
         for label, python, approach in APPROACHES
@@ -301,7 +313,10 @@ def markdown(results: dict[str, Any]) -> str:
         "`ThreadPoolExecutor(8)` figure of the same round, with the spread across",
         "rounds in brackets. djthreads runs with `ON_COMMIT=False` here (the",
         "submitter is in no transaction; with it on, each submit also reads",
-        "`connections['default'].in_atomic_block`, about 1 µs).",
+        "`connections['default'].in_atomic_block`, about 1 µs). Before each overhead",
+        "mode PostgreSQL is checkpointed and its autovacuum left to finish (waited "
+        + ", ".join(f"{s:g}" for s in m.get("pg_settle_s", []))
+        + " s).",
         "",
         "## Per-task overhead (8 workers; wall time / tasks)",
         "",
