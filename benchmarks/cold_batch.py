@@ -1,0 +1,69 @@
+"""The 32-worker first batch after warm_up(): djthreads against its raw floor, gc on and off.
+
+Usage: cd benchmarks && python cold_batch.py VENV ROUNDS DJTHREADS_APPROACH RAW_APPROACH
+  e.g. python cold_batch.py bench-pg2 8 djthreads-reuse raw
+       python cold_batch.py bench-pg3 6 djthreads-pool raw-pool
+  (run by hand, not by ``make bench``.)
+
+Runs ``scaling.py APPROACH 32 640 50 warm-up`` in a fresh process per figure,
+alternating the two approaches, with the cyclic garbage collector on and, in
+a second set, disabled before scaling.py starts. Prints one JSON line per
+(gc, approach): median cold and warm efficiency with their spread. The first
+batch queues 640 tasks at once, and every collection walks them all: what
+the cold batch loses against the warm one is largely that walk, for the raw
+pool and for djthreads alike.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VENV, ROUNDS, APPROACHES = sys.argv[1], int(sys.argv[2]), sys.argv[3:5]
+PYTHON = HERE.parent / ".venv" / VENV / "bin" / "python"
+RUN = (
+    "import gc, runpy, sys; sys.path.insert(0, '.')\n"
+    "if sys.argv[1] == 'off': gc.disable()\n"
+    "sys.argv = ['scaling.py', sys.argv[2], '32', '640', '50', 'warm-up']\n"
+    "runpy.run_path('scaling.py', run_name='__main__')\n"
+)
+
+figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
+for _ in range(ROUNDS):
+    for gc_mode in ("on", "off"):
+        for approach in APPROACHES:
+            out = subprocess.run(
+                [str(PYTHON), "-c", RUN, gc_mode, approach],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=HERE,
+                timeout=120,
+            ).stdout
+            line = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
+            figures.setdefault((gc_mode, approach), []).append(
+                (line["efficiency"], line["warm_efficiency"])
+            )
+for (gc_mode, approach), values in figures.items():
+    cold = [c for c, _ in values]
+    warm = [w for _, w in values]
+    print(
+        json.dumps(
+            {
+                "bench": "cold_batch",
+                "gc": gc_mode,
+                "approach": approach,
+                "rounds": len(values),
+                "cold": round(statistics.median(cold), 3),
+                "cold_min": min(cold),
+                "cold_max": max(cold),
+                "warm": round(statistics.median(warm), 3),
+                "warm_min": min(warm),
+                "warm_max": max(warm),
+            }
+        )
+    )
