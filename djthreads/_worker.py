@@ -50,8 +50,15 @@ class TaskFuture(concurrent.futures.Future[Any]):
     executor, so a Future kept by the caller does not keep the pool alive.
     """
 
-    _djthreads_queued: dict[int, Work] | None = None
-    _djthreads_number = 0
+    def __init__(self) -> None:
+        super().__init__()
+        # Set on every instance, in this order, even when the Future is never
+        # queued (DjangoExecutor._enqueue fills them in): CPython shares one
+        # attribute layout per class, and once many instances without these
+        # two were made, instances that added them later each carried a
+        # dict of their own, one more object for the gc per queued task.
+        self._djthreads_queued: dict[int, Work] | None = None
+        self._djthreads_number = 0
 
     def _help(self) -> None:
         table = self._djthreads_queued
