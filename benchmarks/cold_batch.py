@@ -5,9 +5,9 @@ Usage: cd benchmarks && python cold_batch.py VENV ROUNDS DJTHREADS_APPROACH RAW_
        python cold_batch.py bench-pg3 6 djthreads-pool raw-pool
   (run by hand, not by ``make bench``.)
 
-Runs ``scaling.py APPROACH 32 640 50 warm-up`` in a fresh process per figure,
-alternating the two approaches, with the cyclic garbage collector on and, in
-a second set, disabled before scaling.py starts. Prints one JSON line per
+Runs ``scaling.py APPROACH 32 640 50 warm-up [no-gc]`` in a fresh process per
+figure (``run.run``), alternating the two approaches, with the cyclic garbage
+collector on and, in a second set, disabled. Prints one JSON line per
 (gc, approach): median cold and warm efficiency with their spread. The first
 batch queues 640 tasks at once, and every collection walks them all: what
 the cold batch loses against the warm one is largely that walk, for the raw
@@ -18,33 +18,20 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from run import run
+
 VENV, ROUNDS, APPROACHES = sys.argv[1], int(sys.argv[2]), sys.argv[3:5]
-PYTHON = HERE.parent / ".venv" / VENV / "bin" / "python"
-RUN = (
-    "import gc, runpy, sys; sys.path.insert(0, '.')\n"
-    "if sys.argv[1] == 'off': gc.disable()\n"
-    "sys.argv = ['scaling.py', sys.argv[2], '32', '640', '50', 'warm-up']\n"
-    "runpy.run_path('scaling.py', run_name='__main__')\n"
-)
+PYTHON = Path(__file__).resolve().parent.parent / ".venv" / VENV / "bin" / "python"
 
 figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
 for _ in range(ROUNDS):
     for gc_mode in ("on", "off"):
         for approach in APPROACHES:
-            out = subprocess.run(
-                [str(PYTHON), "-c", RUN, gc_mode, approach],
-                check=True,
-                capture_output=True,
-                text=True,
-                cwd=HERE,
-                timeout=120,
-            ).stdout
-            line = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
+            options = ["warm-up"] + (["no-gc"] if gc_mode == "off" else [])
+            [line] = run(PYTHON, "scaling.py", approach, 32, 640, 50, *options)
             figures.setdefault((gc_mode, approach), []).append(
                 (line["efficiency"], line["warm_efficiency"])
             )

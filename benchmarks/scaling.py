@@ -1,6 +1,6 @@
 """I/O-bound scaling: N tasks of one query plus L ms of waiting, on W workers.
 
-Usage: python benchmarks/scaling.py APPROACH WORKERS N L_MS [warm-up]
+Usage: python benchmarks/scaling.py APPROACH WORKERS N L_MS [warm-up] [no-gc]
   serial          — one thread runs every task (WORKERS is ignored: W=1);
   djthreads       — djthreads.submit on the default pool, MAX_WORKERS=W;
   djthreads-reuse — the same with DJTHREADS['REUSE_CONNECTIONS'] and
@@ -29,13 +29,15 @@ the second, as in a long-running process whose pool already exists. With
 ``warm-up`` (djthreads and raw approaches) the pool's threads are started and
 connected before the first batch, outside the timing, as a server does at
 startup: ``get_executor().warm_up(databases=["default"])`` for djthreads, W
-connecting tasks held at a barrier for the raw pool.
+connecting tasks held at a barrier for the raw pool. ``no-gc`` disables the
+cyclic garbage collector for the whole run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import math
 import multiprocessing
 import sys
@@ -48,7 +50,10 @@ APPROACH = sys.argv[1]
 WORKERS = 1 if APPROACH == "serial" else int(sys.argv[2])
 N = int(sys.argv[3])
 LATENCY = int(sys.argv[4]) / 1000
-WARM_UP = sys.argv[5:] == ["warm-up"]
+OPTIONS = set(sys.argv[5:])
+WARM_UP = "warm-up" in OPTIONS
+if "no-gc" in OPTIONS:
+    gc.disable()  # benchmarks/cold_batch.py: what the first batch loses to the collector
 if APPROACH == "djthreads-reuse":
     setup({"MAX_WORKERS": WORKERS, "REUSE_CONNECTIONS": True}, conn_max_age=None)
 elif APPROACH == "raw":
