@@ -8,10 +8,11 @@ Usage: cd benchmarks && python cold_batch.py VENV ROUNDS DJTHREADS_APPROACH RAW_
 Runs ``scaling.py APPROACH 32 640 50 warm-up [no-gc]`` in a fresh process per
 figure (``run.run``), alternating the two approaches, with the cyclic garbage
 collector on and, in a second set, disabled. Prints one JSON line per
-(gc, approach): median cold and warm efficiency with their spread. The first
-batch queues 640 tasks at once, and every collection walks them all: what
-the cold batch loses against the warm one is largely that walk, for the raw
-pool and for djthreads alike.
+(gc, approach): median cold and warm efficiency with their spread. What a
+cold batch loses against the warm one is one full collection, 13-16 ms with
+the GIL held, of the objects Django's startup left: the first batch's
+allocations trigger it. The raw floors' warm-up leaves it to the first batch;
+djthreads' ``warm_up()`` runs it ahead (``collect=True``).
 """
 
 from __future__ import annotations

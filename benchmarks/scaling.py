@@ -28,9 +28,10 @@ a fresh process (threads started and connections opened on the way), "warm"
 the second, as in a long-running process whose pool already exists. With
 ``warm-up`` (djthreads and raw approaches) the pool's threads are started and
 connected before the first batch, outside the timing, as a server does at
-startup: ``get_executor().warm_up(databases=["default"])`` for djthreads, W
-connecting tasks held at a barrier for the raw pool. ``no-gc`` disables the
-cyclic garbage collector for the whole run.
+startup: ``get_executor().warm_up(databases=["default"])`` for djthreads
+(which then also runs the full garbage collection the first batch would
+otherwise pay), W connecting tasks held at a barrier for the raw pool.
+``no-gc`` disables the cyclic garbage collector for the whole run.
 """
 
 from __future__ import annotations

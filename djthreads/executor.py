@@ -357,7 +357,9 @@ class DjangoExecutor(concurrent.futures.Executor):
         self._growing = len(self._threads) < self.max_workers
         _live.add(self)
 
-    def warm_up(self, databases: Iterable[str] = (), *, timeout: float | None = 30.0) -> None:
+    def warm_up(
+        self, databases: Iterable[str] = (), *, timeout: float | None = 30.0, collect: bool = True
+    ) -> None:
         """Start every worker now, and open each one's connections, before the first burst.
 
         Runs in the calling thread, which blocks until ``max_workers`` workers
@@ -371,14 +373,23 @@ class DjangoExecutor(concurrent.futures.Executor):
         Django's psycopg 3 pool they go back to that pool, which keeps them
         open; otherwise they are closed again, and only the threads are warm
         (so ``databases`` is worth passing with reuse or a pool). Each worker
-        runs one warm-up task, counted like any other. Raises TimeoutError
-        when the workers are not all free within ``timeout`` seconds (busy with
-        long tasks), ValueError for an alias not in ``DATABASES``, and what
-        connecting raised.
+        runs one warm-up task, counted like any other.
+
+        Then, unless ``collect=False``, it runs a full garbage collection
+        (``gc.collect()``) in the calling thread. Without it, the first
+        burst's allocations trigger the collection that examines everything
+        Django's startup left, and it holds the GIL while every worker waits
+        (tens of milliseconds). Warm-up only moves a collection the process
+        was due to pay; a process that called ``gc.freeze()`` before forking
+        pays only for the objects made after.
+
+        Raises TimeoutError when the workers are not all free within
+        ``timeout`` seconds (busy with long tasks), ValueError for an alias
+        not in ``DATABASES``, and what connecting raised.
         """
         from djthreads._warm import warm_up
 
-        warm_up(self, databases, timeout)
+        warm_up(self, databases, timeout, collect)
 
     # -- running ----------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+from collections.abc import Callable
 
 import pytest
 from django.db import connection, connections
@@ -107,3 +109,44 @@ def test_warm_up_raises_what_connecting_raised_without_waiting_for_the_timeout()
     finally:
         pool.shutdown(timeout=10)
         del connections.settings["warm_broken"]
+
+
+def _full_collections(during: Callable[[], None]) -> int:
+    """How many generation-2 collections ran while ``during()`` ran, the gc disabled.
+
+    With the collector disabled none starts on its own: each one counted is
+    an explicit ``gc.collect()``.
+    """
+    full = 0
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        nonlocal full
+        if phase == "start" and info["generation"] == 2:
+            full += 1
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    gc.callbacks.append(count)
+    try:
+        during()
+    finally:
+        gc.callbacks.remove(count)
+        if was_enabled:
+            gc.enable()
+    return full
+
+
+def test_warm_up_collects_once_so_the_first_burst_does_not() -> None:
+    pool = DjangoExecutor(2)
+    try:
+        assert _full_collections(pool.warm_up) == 1
+    finally:
+        pool.shutdown(timeout=10)
+
+
+def test_warm_up_collect_false_leaves_the_collector_alone() -> None:
+    pool = DjangoExecutor(2)
+    try:
+        assert _full_collections(lambda: pool.warm_up(collect=False)) == 0
+    finally:
+        pool.shutdown(timeout=10)
