@@ -68,7 +68,8 @@ APPROACHES = [
     ("raw ThreadPoolExecutor, connections kept (floor)", PG2, "raw"),
 ]
 # Started and connected before the first batch, outside the timing (a server's
-# startup): djthreads' warm_up() against the raw pool given the same head start.
+# startup): djthreads' warm_up() against the raw pool given the same threads and
+# connections (warm_up() also collects the garbage; the raw floors do not).
 WARMED_WORKERS = [16, 32]
 WARMED = [
     ("djthreads (psycopg2, reuse) + warm_up()", PG2, "djthreads-reuse"),
@@ -366,10 +367,12 @@ def markdown(results: dict[str, Any]) -> str:
         "Django's psycopg 3 pool keeps its connections by design; the raw floors",
         "leave theirs to the garbage collector). Rows marked warm_up() started and",
         "connected the pool's threads before the first batch, outside the timing, as",
-        "a server does at startup (`get_executor().warm_up(databases=['default'])`);",
-        "the warmed raw floors got the same head start. The floors are the stdlib",
-        "pool with none of djthreads' guarantees: connections never closed, or",
-        "given back to Django's pool after each task (`close_old_connections()`).",
+        "a server does at startup (`get_executor().warm_up(databases=['default'])`,",
+        "which then also runs the full garbage collection the first batch would",
+        "otherwise pay); the warmed raw floors got the same threads and",
+        "connections, not that collection. The floors are the stdlib pool with",
+        "none of djthreads' guarantees: connections never closed, or given back to",
+        "Django's pool after each task (`close_old_connections()`).",
         "",
         "| approach | workers | elapsed s (cold) | efficiency (cold) | efficiency (warm) "
         "| peak connections | open after | peak memory MiB |",
