@@ -35,7 +35,7 @@ QUICK = "--quick" in sys.argv
 OVERHEAD_ROUNDS = 2 if QUICK else 15
 N, LATENCY_MS = (64, 20) if QUICK else (640, 50)
 WORKERS = [1, 4, 8, 16, 32]
-SCALING_ROUNDS = 1 if QUICK else 3  # for W >= 16; fewer workers take long and vary little
+SCALING_ROUNDS = 1 if QUICK else 5  # for W >= 16; fewer workers take long and vary little
 MEMORY_TASKS = 20_000 if QUICK else 1_000_000
 HUEY_TASKS = 2_000 if QUICK else 10_000
 DURABLE_TASKS = 300 if QUICK else 2_000
@@ -148,20 +148,24 @@ def collect() -> dict[str, Any]:
         for label, python, approach in WARMED
         for workers in WARMED_WORKERS
     ]
-    for label, python, approach, workers, extra in plans:
-        rounds = SCALING_ROUNDS if workers >= 16 else 1
-        figures = [
-            run(python, "scaling.py", approach, workers, N, LATENCY_MS, *extra)[0]
-            for _ in range(rounds)
-        ]
-        figures.sort(key=lambda f: f["elapsed_s"])
-        median = {**figures[len(figures) // 2], "label": label, "rounds": rounds}
+    # Processes of the W >= 16 rows run round-robin over the rows, not a row's
+    # rounds back to back: a slow minute of the machine then lands on every
+    # row of a round alike, rather than on one row against its floor.
+    figures: list[list[dict[str, Any]]] = [[] for _ in plans]
+    for round_number in range(SCALING_ROUNDS):
+        for figure, (_, python, approach, workers, extra) in zip(figures, plans, strict=True):
+            if round_number == 0 or workers >= 16:
+                figure += run(python, "scaling.py", approach, workers, N, LATENCY_MS, *extra)
+    for (label, *_), rows in zip(plans, figures, strict=True):
+        rows.sort(key=lambda f: f["elapsed_s"])
+        median = {**rows[len(rows) // 2], "label": label, "rounds": len(rows)}
         if median["warm_efficiency"] is not None:
-            warm = sorted(f["warm_efficiency"] for f in figures)
+            warm = sorted(f["warm_efficiency"] for f in rows)
             median["warm_efficiency"] = warm[len(warm) // 2]
+            median["warm_efficiency_min"], median["warm_efficiency_max"] = warm[0], warm[-1]
         # The spread across processes, so a target met in only some is visible.
-        median["efficiency_min"] = min(f["efficiency"] for f in figures)
-        median["efficiency_max"] = max(f["efficiency"] for f in figures)
+        median["efficiency_min"] = min(f["efficiency"] for f in rows)
+        median["efficiency_max"] = max(f["efficiency"] for f in rows)
         results["scaling"].append(median)
     results["memory"] = run(PG2, "memory.py", MEMORY_TASKS)[0]
     results["huey"] = run(PG2, "huey_bench.py", HUEY_TASKS)
@@ -358,7 +362,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"## I/O-bound scaling: N={N} tasks of one query + {LATENCY_MS} ms wait",
         "",
         "Efficiency = ideal ceil(N/W)·L / elapsed (target >= 0.95 at 32 workers);",
-        f"median of {SCALING_ROUNDS} processes at 16 and 32 workers, one below.",
+        f"median of {SCALING_ROUNDS} processes at 16 and 32 workers (run round-robin",
+        "over the rows, spread in brackets), one below.",
         "Cold: the first batch of a fresh process (threads and connections made on",
         "the way); warm: a second batch in the same process, as in a long-running",
         "one (multiprocessing forks anew for every batch). Peak memory is PSS summed",
@@ -379,10 +384,12 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["scaling"]:
-        warm = "-" if r["warm_efficiency"] is None else r["warm_efficiency"]
+        warm = "-" if r["warm_efficiency"] is None else str(r["warm_efficiency"])
         cold = str(r["efficiency"])
         if r.get("rounds", 1) > 1 and "efficiency_min" in r:
             cold += f" ({r['efficiency_min']}-{r['efficiency_max']})"
+        if r.get("rounds", 1) > 1 and "warm_efficiency_min" in r:
+            warm += f" ({r['warm_efficiency_min']}-{r['warm_efficiency_max']})"
         lines.append(
             f"| {r['label']} | {r['workers']} | {r['elapsed_s']} | {cold} | "
             f"{warm} | {r['peak_connections']} | {r['open_after']} | {r['peak_pss_mib']} |"

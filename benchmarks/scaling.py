@@ -1,6 +1,6 @@
 """I/O-bound scaling: N tasks of one query plus L ms of waiting, on W workers.
 
-Usage: python benchmarks/scaling.py APPROACH WORKERS N L_MS [warm-up] [no-gc]
+Usage: python benchmarks/scaling.py APPROACH WORKERS N L_MS [warm-up] [no-gc] [gc-log]
   serial          — one thread runs every task (WORKERS is ignored: W=1);
   djthreads       — djthreads.submit on the default pool, MAX_WORKERS=W;
   djthreads-reuse — the same with DJTHREADS['REUSE_CONNECTIONS'] and
@@ -31,7 +31,10 @@ connected before the first batch, outside the timing, as a server does at
 startup: ``get_executor().warm_up(databases=["default"])`` for djthreads
 (which then also runs the full garbage collection the first batch would
 otherwise pay), W connecting tasks held at a barrier for the raw pool.
-``no-gc`` disables the cyclic garbage collector for the whole run.
+``no-gc`` disables the cyclic garbage collector for the whole run; ``gc-log``
+adds, per batch, the collections that ran during it: for each generation, how
+many and the milliseconds they took (``gc.callbacks``; the GIL is held
+throughout each one).
 """
 
 from __future__ import annotations
@@ -165,13 +168,33 @@ runs = {
 run = runs[APPROACH]
 batches = 1 if APPROACH in ("serial", "multiprocessing") else 2
 elapsed = []
+collections: list[dict[int, list[float]]] = []  # per batch: generation -> [count, ms]
+collection_started = [0.0]
+
+
+def note_collection(phase: str, info: dict[str, int]) -> None:
+    """gc.callbacks hook (``gc-log``): time each collection into the current batch."""
+    if phase == "start":
+        collection_started[0] = time.perf_counter()
+        return
+    ms = (time.perf_counter() - collection_started[0]) * 1000
+    figure = collections[-1].setdefault(info["generation"], [0, 0.0])
+    figure[0] += 1
+    figure[1] += ms
+
+
 if WARM_UP:
     warm_up()
+if "gc-log" in OPTIONS:
+    gc.callbacks.append(note_collection)
 with Sampler() as sampler:
     for _ in range(batches):
+        collections.append({})
         start = time.perf_counter()
         run()
         elapsed.append(time.perf_counter() - start)
+if "gc-log" in OPTIONS:
+    gc.callbacks.remove(note_collection)
 executor.shutdown()
 if APPROACH.startswith("djthreads"):
     # Outside the timing: the pool's shutdown closes what reuse kept open.
@@ -195,4 +218,14 @@ emit(
         # Closed backends linger a moment in pg_stat_activity; leaked ones stay.
         "open_after": wait_for_connections(0, timeout=3),
     }
+    | (
+        {
+            "collections": [
+                {f"gen{gen}": [count, round(ms, 2)] for gen, (count, ms) in sorted(batch.items())}
+                for batch in collections
+            ]
+        }
+        if "gc-log" in OPTIONS
+        else {}
+    )
 )

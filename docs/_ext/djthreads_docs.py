@@ -89,6 +89,8 @@ def scaling_table(results: dict[str, Any]) -> list[str]:
     rows: list[list[object]] = []
     for r in results["scaling"]:
         warm = DASH if r["warm_efficiency"] is None else r["warm_efficiency"]
+        if r.get("rounds", 1) > 1 and "warm_efficiency_min" in r:
+            warm = f"{warm} ({r['warm_efficiency_min']}-{r['warm_efficiency_max']})"
         rows.append(
             [
                 r["label"],
