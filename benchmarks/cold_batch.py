@@ -9,7 +9,7 @@ Runs ``scaling.py APPROACH 32 640 50 warm-up [no-gc]`` in a fresh process per
 figure (``run.run``), alternating the two approaches, with the cyclic garbage
 collector on and, in a second set, disabled. Prints one JSON line per
 (gc, approach): median cold and warm efficiency with their spread. What a
-cold batch loses against the warm one is one full collection, 13-16 ms with
+cold batch loses against the warm one is one full collection, 13-33 ms with
 the GIL held, of the objects Django's startup left: the first batch's
 allocations trigger it. The raw floors' warm-up leaves it to the first batch;
 djthreads' ``warm_up()`` runs it ahead (``collect=True``).

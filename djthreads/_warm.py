@@ -7,14 +7,14 @@ psycopg 3 pool, for filling the pool). ``DjangoExecutor.warm_up()`` pays
 them at startup instead.
 
 It also pays for the first full garbage collection. Django's startup leaves
-tens of thousands of objects in the collector's youngest generations; the
+tens of thousands of objects that no full collection has examined yet; the
 first burst's allocations (about a dozen tracked objects per queued task)
-trigger the full collection that examines them all, and the collection holds
-the GIL while every worker waits: 13-16 ms, the first batch of 640 tasks at
-32 workers losing about 0.015 of its efficiency to it (measured with
-``gc.callbacks`` around ``benchmarks/scaling.py``). A collection at warm-up
-time, when nothing waits on it, leaves the first burst only the young
-collections every batch pays.
+trigger the full collection that examines them all, and it holds the GIL
+while every worker waits: 13-33 ms in the first batch of 640 tasks at 32
+workers, about 0.015 of its efficiency (``benchmarks/scaling.py ... gc-log``
+shows each batch's collections). Collected at warm-up time, when nothing
+waits on it, the first burst pays only the young collections every batch
+pays.
 """
 
 from __future__ import annotations
