@@ -251,11 +251,18 @@ def collect_backend() -> list[dict[str, Any]]:
     ]
 
 
-def _spread(row: dict[str, Any], other: str) -> str:
-    key = f"ratio_to_{other}"
-    if key not in row:
+def _with_spread(row: dict[str, Any], key: str, unit: str = "") -> str:
+    """``row[key]`` with its spread across rounds when there were several; "" if absent."""
+    if row.get(key) is None:
         return ""
-    return f"{row[key]}x ({row[key + '_min']}-{row[key + '_max']})"
+    text = f"{row[key]}{unit}"
+    if row.get("rounds", 1) > 1 and f"{key}_min" in row:
+        text += f" ({row[key + '_min']}-{row[key + '_max']})"
+    return text
+
+
+def _spread(row: dict[str, Any], other: str) -> str:
+    return _with_spread(row, f"ratio_to_{other}", "x")
 
 
 def backend_markdown(rows: list[dict[str, Any]]) -> list[str]:
@@ -384,12 +391,8 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["scaling"]:
-        warm = "-" if r["warm_efficiency"] is None else str(r["warm_efficiency"])
-        cold = str(r["efficiency"])
-        if r.get("rounds", 1) > 1 and "efficiency_min" in r:
-            cold += f" ({r['efficiency_min']}-{r['efficiency_max']})"
-        if r.get("rounds", 1) > 1 and "warm_efficiency_min" in r:
-            warm += f" ({r['warm_efficiency_min']}-{r['warm_efficiency_max']})"
+        cold = _with_spread(r, "efficiency")
+        warm = _with_spread(r, "warm_efficiency") or "-"
         lines.append(
             f"| {r['label']} | {r['workers']} | {r['elapsed_s']} | {cold} | "
             f"{warm} | {r['peak_connections']} | {r['open_after']} | {r['peak_pss_mib']} |"

@@ -112,9 +112,9 @@ def test_warm_up_raises_what_connecting_raised_without_waiting_for_the_timeout()
 
 
 def _full_collections(during: Callable[[], None]) -> int:
-    """How many generation-2 collections ran while ``during()`` ran, the gc disabled.
+    """How many generation-2 collections ran while ``during()`` ran.
 
-    With the collector disabled none starts on its own: each one counted is
+    Under the ``no_gc`` fixture none starts on its own: each one counted is
     an explicit ``gc.collect()``.
     """
     full = 0
@@ -124,18 +124,15 @@ def _full_collections(during: Callable[[], None]) -> int:
         if phase == "start" and info["generation"] == 2:
             full += 1
 
-    was_enabled = gc.isenabled()
-    gc.disable()
     gc.callbacks.append(count)
     try:
         during()
     finally:
         gc.callbacks.remove(count)
-        if was_enabled:
-            gc.enable()
     return full
 
 
+@pytest.mark.usefixtures("no_gc")
 def test_warm_up_collects_once_so_the_first_burst_does_not() -> None:
     pool = DjangoExecutor(2)
     try:
@@ -144,6 +141,7 @@ def test_warm_up_collects_once_so_the_first_burst_does_not() -> None:
         pool.shutdown(timeout=10)
 
 
+@pytest.mark.usefixtures("no_gc")
 def test_warm_up_collect_false_leaves_the_collector_alone() -> None:
     pool = DjangoExecutor(2)
     try:

@@ -86,20 +86,16 @@ def overhead_table(results: dict[str, Any]) -> list[str]:
 
 
 def scaling_table(results: dict[str, Any]) -> list[str]:
+    with_spread = _bench_run()._with_spread  # a figure and its spread, as results.md
     rows: list[list[object]] = []
     for r in results["scaling"]:
-        warm = DASH if r["warm_efficiency"] is None else r["warm_efficiency"]
-        if r.get("rounds", 1) > 1 and "warm_efficiency_min" in r:
-            warm = f"{warm} ({r['warm_efficiency_min']}-{r['warm_efficiency_max']})"
         rows.append(
             [
                 r["label"],
                 r["workers"],
                 r["elapsed_s"],
-                f"{r['efficiency']} ({r['efficiency_min']}-{r['efficiency_max']})"
-                if r.get("rounds", 1) > 1 and "efficiency_min" in r
-                else r["efficiency"],
-                warm,
+                with_spread(r, "efficiency"),
+                with_spread(r, "warm_efficiency") or DASH,
                 r["peak_connections"],
                 r["open_after"],
                 r["peak_pss_mib"],
